@@ -1,0 +1,1 @@
+"""Datasets: the RecDataset shape, the synthetic generator and the MovieLens loaders."""

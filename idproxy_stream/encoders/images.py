@@ -1,0 +1,286 @@
+"""Images from users: a reference (URI, base64 or bytes) -> a checked, decoded RGB image.
+
+Accepted references:
+
+- ``file:///abs/path.jpg`` — only under ``ImageInputConfig.allowed_roots`` (symlinks and
+  ``..`` are resolved first, so neither can step outside); no roots configured = no files.
+- ``http://`` / ``https://`` — urllib with a timeout; the byte cap is enforced while
+  streaming (and from ``Content-Length`` when sent).
+- ``s3://bucket/key`` — with boto3 installed (the ``s3`` extra).
+- ``data:image/...;base64,...``, a raw base64 string, or raw ``bytes``.
+
+Limits hold before any pixel is decoded: the encoded size against ``max_bytes``, then the
+width x height that the header declares against ``max_pixels`` (Pillow opens lazily and
+reads only the header). Pillow's own ``DecompressionBombError`` is caught too. Only common
+raster formats are opened (no EPS, which would run Ghostscript).
+
+Every failure raises a subclass of :class:`ImageInputError` whose ``reason`` is a stable
+code the stream puts on the dead letter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from PIL import Image, UnidentifiedImageError
+
+from idproxy_stream.config import ImageInputConfig
+
+logger = logging.getLogger(__name__)
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_READ_CHUNK = 1 << 16
+
+
+class ImageInputError(ValueError):
+    """An image reference cannot be turned into an image; ``reason`` is a stable code."""
+
+    reason = "image_invalid"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reason = type(self).reason
+
+
+class ImageNotFoundError(ImageInputError):
+    reason = "image_not_found"
+
+
+class ImageOutsideAllowedRootsError(ImageInputError):
+    reason = "image_outside_allowed_roots"
+
+
+class ImageTooLargeError(ImageInputError):
+    reason = "image_too_large"
+
+
+class ImageDecompressionBombError(ImageTooLargeError):
+    """The header declares more pixels than allowed (a small file that would decode huge)."""
+
+    reason = "image_decompression_bomb"
+
+
+class ImageUndecodableError(ImageInputError):
+    reason = "image_undecodable"
+
+
+class ImageFetchError(ImageInputError):
+    reason = "image_fetch_failed"
+
+
+class ImageSourceUnsupportedError(ImageInputError):
+    reason = "image_source_unsupported"
+
+
+def load_image(ref: str | bytes, config: ImageInputConfig) -> Image.Image:
+    """Fetch, check and decode an image reference into an RGB ``PIL.Image``.
+
+    Raises a subclass of :class:`ImageInputError` (see the module docstring).
+    """
+    return decode_image(read_image_bytes(ref, config), config)
+
+
+def read_image_bytes(ref: str | bytes | bytearray | memoryview, config: ImageInputConfig) -> bytes:
+    """The encoded image bytes a reference points to, at most ``config.max_bytes`` of them."""
+    if isinstance(ref, bytes | bytearray | memoryview):
+        _require_inline(config)
+        return _check_size(bytes(ref), config, "inline image")
+    if not isinstance(ref, str):
+        raise ImageSourceUnsupportedError(
+            f"an image reference must be a URI string or bytes, got {type(ref).__name__}"
+        )
+    scheme = ref.split(":", 1)[0].lower() if ":" in ref[:16] else ""
+    if scheme == "file":
+        return _read_file(ref, config)
+    if scheme in ("http", "https"):
+        return _read_http(ref, config)
+    if scheme == "s3":
+        return _read_s3(ref, config)
+    if scheme == "data":
+        return _read_data_uri(ref, config)
+    if scheme:
+        raise ImageSourceUnsupportedError(
+            f"image URI scheme {scheme!r} is not supported: use file://, http(s)://, s3://, "
+            "data: or base64"
+        )
+    _require_inline(config)
+    return _decode_base64(ref, config)
+
+
+def decode_image(data: bytes, config: ImageInputConfig) -> Image.Image:
+    """Check limits, then decode ``data`` into an RGB image (first frame if animated)."""
+    _check_size(data, config, "image")
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+            width, height = image.size
+            if width * height > config.max_pixels:
+                raise ImageDecompressionBombError(
+                    f"image declares {width}x{height} = {width * height} pixels, over "
+                    f"max_pixels={config.max_pixels}; raise encoder.images.max_pixels if such "
+                    "images are legitimate"
+                )
+            image.load()
+            return _to_rgb(image)
+    except ImageInputError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageDecompressionBombError(f"image refused by Pillow as a bomb: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageUndecodableError(
+            f"image bytes cannot be decoded as one of {', '.join(ALLOWED_FORMATS)}: {error}"
+        ) from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB copy; transparent pixels become white rather than black."""
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _check_size(data: bytes, config: ImageInputConfig, what: str) -> bytes:
+    if len(data) > config.max_bytes:
+        raise ImageTooLargeError(f"{what} has {len(data)} bytes, over max_bytes={config.max_bytes}")
+    return data
+
+
+def _require_inline(config: ImageInputConfig) -> None:
+    if not config.allow_inline:
+        raise ImageSourceUnsupportedError(
+            "inline images (bytes, base64, data: URIs) are disabled: set "
+            "encoder.images.allow_inline=true or send a URI"
+        )
+
+
+def _read_file(uri: str, config: ImageInputConfig) -> bytes:
+    parsed = urlparse(uri)
+    if parsed.netloc not in ("", "localhost"):
+        raise ImageSourceUnsupportedError(
+            f"file URI {uri!r} names host {parsed.netloc!r}: only local files (file:///path)"
+        )
+    if not config.allowed_roots:
+        raise ImageOutsideAllowedRootsError(
+            f"file images are disabled: set encoder.images.allowed_roots to the folders "
+            f"that may be read ({uri!r} was requested)"
+        )
+    try:
+        path = Path(unquote(parsed.path)).resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageNotFoundError(f"image file {uri!r} does not exist") from None
+    except (OSError, RuntimeError) as error:
+        raise ImageNotFoundError(f"image file {uri!r} cannot be resolved: {error}") from None
+    roots = [Path(root).expanduser().resolve() for root in config.allowed_roots]
+    if not any(path.is_relative_to(root) for root in roots):
+        raise ImageOutsideAllowedRootsError(
+            f"image file {uri!r} resolves to {path}, outside the allowed roots "
+            f"{[str(root) for root in roots]}"
+        )
+    if not path.is_file():
+        raise ImageNotFoundError(f"image path {uri!r} is not a regular file")
+    size = path.stat().st_size
+    if size > config.max_bytes:
+        raise ImageTooLargeError(
+            f"image file {uri!r} has {size} bytes, over max_bytes={config.max_bytes}"
+        )
+    with path.open("rb") as handle:
+        return _check_size(handle.read(config.max_bytes + 1), config, f"image file {uri!r}")
+
+
+def _read_stream(stream, limit: int, what: str) -> bytes:
+    """Read at most ``limit`` bytes from a file-like object; more raises ImageTooLargeError."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = stream.read(_READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            raise ImageTooLargeError(f"{what} sent more than max_bytes={limit} bytes")
+        chunks.append(chunk)
+
+
+def _read_http(url: str, config: ImageInputConfig) -> bytes:
+    if not config.allow_http:
+        raise ImageSourceUnsupportedError(
+            f"http(s) images are disabled (encoder.images.allow_http=false): {url!r}"
+        )
+    request = urllib.request.Request(url, headers={"User-Agent": "idproxy-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=config.http_timeout_s) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > config.max_bytes:
+                raise ImageTooLargeError(
+                    f"image at {url!r} declares {declared} bytes, over max_bytes={config.max_bytes}"
+                )
+            return _read_stream(response, config.max_bytes, f"image at {url!r}")
+    except ImageInputError:
+        raise
+    except urllib.error.HTTPError as error:
+        raise ImageFetchError(f"fetching {url!r} failed with HTTP {error.code}") from None
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as error:
+        raise ImageFetchError(f"fetching {url!r} failed: {error}") from None
+
+
+def _read_s3(uri: str, config: ImageInputConfig) -> bytes:
+    if not config.allow_s3:
+        raise ImageSourceUnsupportedError(
+            f"s3 images are disabled (encoder.images.allow_s3=false): {uri!r}"
+        )
+    try:
+        import boto3
+    except ImportError:
+        raise ImageSourceUnsupportedError(
+            f"s3:// images need boto3: install the s3 extra (pip install 'idproxy_stream[s3]') "
+            f"to read {uri!r}"
+        ) from None
+    parsed = urlparse(uri)
+    bucket, key = parsed.netloc, parsed.path.lstrip("/")
+    if not bucket or not key:
+        raise ImageSourceUnsupportedError(f"s3 URI {uri!r} must look like s3://bucket/key")
+    try:
+        response = boto3.client("s3").get_object(Bucket=bucket, Key=key)
+        if int(response.get("ContentLength", 0)) > config.max_bytes:
+            raise ImageTooLargeError(
+                f"image at {uri!r} has {response['ContentLength']} bytes, over "
+                f"max_bytes={config.max_bytes}"
+            )
+        return _read_stream(response["Body"], config.max_bytes, f"image at {uri!r}")
+    except ImageInputError:
+        raise
+    except Exception as error:  # botocore's errors are many and optional to import
+        raise ImageFetchError(f"fetching {uri!r} failed: {error}") from None
+
+
+def _read_data_uri(uri: str, config: ImageInputConfig) -> bytes:
+    _require_inline(config)
+    header, _, payload = uri.partition(",")
+    if not header.lower().startswith("data:image/") or not header.lower().endswith(";base64"):
+        raise ImageUndecodableError("data URIs must look like data:image/<type>;base64,<payload>")
+    return _decode_base64(payload, config)
+
+
+def _decode_base64(text: str, config: ImageInputConfig) -> bytes:
+    compact = "".join(text.split())
+    approximate_size = len(compact) * 3 // 4
+    if approximate_size > config.max_bytes + 2:
+        raise ImageTooLargeError(
+            f"base64 image of about {approximate_size} bytes, over max_bytes={config.max_bytes}"
+        )
+    try:
+        data = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageUndecodableError(
+            "image reference is neither a supported URI nor valid base64"
+        ) from None
+    return _check_size(data, config, "base64 image")

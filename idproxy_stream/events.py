@@ -1,0 +1,507 @@
+"""The wire schemas of the stream: what a proxy looks like once computed and checked.
+
+:class:`NewItemEvent` is what producers publish to the input topic (JSON, checked with pydantic by
+:func:`decode_new_item_event`); :class:`ProxyRecord` is the row every feature store writes and
+every reader returns; :class:`NeighbourCheck` is the result of checking one proxy against the
+ranker's ID space (``index/void.py``); :class:`DeadLetter` is what the stream writes to the
+dead-letter topic for a record it cannot turn into a proxy. ``ProxyRecord`` and
+``NeighbourCheck`` are frozen dataclasses holding read-only numpy arrays and turn into plain JSON
+with ``to_dict`` / ``from_dict``.
+
+Item ids are int64 because the ranker's ID table is keyed by int64 (``data/schema.py``).
+Catalogues with string ids map them to int64 before the stream (a dictionary or a 63-bit
+hash); the stores key rows by that integer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ProxyStatus = Literal["ok", "void_flagged", "knn_fallback"]
+PROXY_STATUSES: tuple[str, ...] = ("ok", "void_flagged", "knn_fallback")
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# Order-key stand-ins for missing values: below any real timestamp (even pre-1970) or offset,
+# and within a double's exact-integer range so Redis' Lua compares them exactly.
+NO_EVENT_TS = -(2**53)
+NO_OFFSET = -1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ProxyRecordError(ValueError):
+    """A proxy record is malformed; the message names the item, the field and what to fix."""
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def as_item_id(value: Any) -> int:
+    """``value`` as a Python int in the int64 range, or :class:`ProxyRecordError`."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ProxyRecordError(
+            f"item_id must be an int64 integer, got {type(value).__name__} {value!r}: "
+            "map string ids to int64 before writing"
+        )
+    item_id = int(value)
+    if not INT64_MIN <= item_id <= INT64_MAX:
+        raise ProxyRecordError(f"item_id {item_id} does not fit in int64")
+    return item_id
+
+
+def as_utc(value: datetime, name: str, item_id: int) -> datetime:
+    """A timezone-aware datetime converted to UTC; naive datetimes are refused."""
+    if not isinstance(value, datetime):
+        raise ProxyRecordError(
+            f"item {item_id}: {name} must be a datetime, got {type(value).__name__}"
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ProxyRecordError(
+            f"item {item_id}: {name} is a naive datetime; pass a timezone-aware one "
+            "(e.g. datetime.now(UTC))"
+        )
+    return value.astimezone(UTC)
+
+
+def finite_vector(value: Any, name: str, item_id: int, dtype: type = np.float32) -> np.ndarray:
+    """``value`` as a read-only 1-D ``dtype`` array; NaN or inf is a :class:`ProxyRecordError`."""
+    array = np.array(value, dtype=dtype, copy=True)
+    if array.ndim != 1:
+        raise ProxyRecordError(
+            f"item {item_id}: {name} must be a 1-D vector, got shape {array.shape}"
+        )
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise ProxyRecordError(
+            f"item {item_id}: {name} holds NaN or inf at positions {bad[:8].tolist()}"
+            f"{' ...' if bad.size > 8 else ''}: the encoder or proxy head produced non-finite "
+            "values; check the model inputs and weights before writing"
+        )
+    return _read_only(array)
+
+
+@dataclass(frozen=True, eq=False)
+class NeighbourCheck:
+    """One proxy checked against the mature ID space.
+
+    neighbour_ids: (k,) int64 item ids of the nearest mature IDs, best first (-1 pads a
+        neighbour the index could not return).
+    similarities: (k,) float32 cosine similarities to them (-1.0 for padding).
+    void_score: Euclidean distance between unit vectors to the k-th neighbour, in [0, 2].
+    void: ``void_score > threshold``: the proxy lies in a region with no mature ID nearby.
+    """
+
+    neighbour_ids: np.ndarray
+    similarities: np.ndarray
+    void_score: float
+    void: bool
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NeighbourCheck):
+            return NotImplemented
+        return (
+            np.array_equal(self.neighbour_ids, other.neighbour_ids)
+            and np.array_equal(self.similarities, other.similarities)
+            and self.void_score == other.void_score
+            and self.void == other.void
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ProxyRecord:
+    """A proxy embedding for one item as written to the feature store.
+
+    Keyed by ``(item_id, model_version)``. Which of two records with the same key is newer is
+    decided by :meth:`order_key`: ``(source_event_ts, kafka_offset, computed_at)``, missing
+    values sorting lowest. Stores never replace a row by one whose order key is not greater.
+
+    proxy: (D,) float32 vector in the ranker's raw ID-embedding space (finite).
+    neighbours / neighbour_similarities: (k,) int64 / float32 from the neighbour check
+        (empty when no check ran).
+    void / void_score / status: the check's verdict; ``status`` is "ok" for an in-space proxy,
+        "void_flagged" for a void proxy written as is, "knn_fallback" for a void proxy replaced
+        by the average of its neighbours' ID embeddings.
+    """
+
+    item_id: int
+    proxy: np.ndarray
+    model_version: str
+    encoder_fingerprint: str
+    id_space_fingerprint: str
+    computed_at: datetime
+    source_event_ts: datetime | None = None
+    kafka_topic: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+    neighbours: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    neighbour_similarities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    void: bool = False
+    void_score: float | None = None
+    status: ProxyStatus = "ok"
+
+    def __post_init__(self) -> None:
+        item_id = as_item_id(self.item_id)
+        set_field = object.__setattr__
+        set_field(self, "item_id", item_id)
+        set_field(self, "proxy", finite_vector(self.proxy, "proxy", item_id))
+        if self.proxy.size == 0:
+            raise ProxyRecordError(f"item {item_id}: proxy is empty")
+        for name in ("model_version", "encoder_fingerprint", "id_space_fingerprint"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ProxyRecordError(f"item {item_id}: {name} must be a str, got {value!r}")
+        if not self.model_version:
+            raise ProxyRecordError(f"item {item_id}: model_version must not be empty")
+        set_field(self, "computed_at", as_utc(self.computed_at, "computed_at", item_id))
+        if self.source_event_ts is not None:
+            set_field(
+                self, "source_event_ts", as_utc(self.source_event_ts, "source_event_ts", item_id)
+            )
+        for name in ("kafka_partition", "kafka_offset"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                    raise ProxyRecordError(f"item {item_id}: {name} must be an int or None")
+                if value < 0:
+                    raise ProxyRecordError(f"item {item_id}: {name} must be >= 0, got {value}")
+                set_field(self, name, int(value))
+        neighbours = np.array(self.neighbours, dtype=np.int64, copy=True).reshape(-1)
+        set_field(self, "neighbours", _read_only(neighbours))
+        similarities = finite_vector(
+            np.reshape(self.neighbour_similarities, -1), "neighbour_similarities", item_id
+        )
+        set_field(self, "neighbour_similarities", similarities)
+        if neighbours.shape != similarities.shape:
+            raise ProxyRecordError(
+                f"item {item_id}: {neighbours.size} neighbours but {similarities.size} "
+                "similarities; pass one similarity per neighbour"
+            )
+        if self.status not in PROXY_STATUSES:
+            raise ProxyRecordError(
+                f"item {item_id}: status {self.status!r} is not one of {PROXY_STATUSES}"
+            )
+        set_field(self, "void", bool(self.void))
+        if self.void != (self.status != "ok"):
+            raise ProxyRecordError(
+                f"item {item_id}: void={self.void} contradicts status {self.status!r} "
+                "(status is 'ok' exactly when the proxy is not void)"
+            )
+        if self.void_score is not None:
+            score = float(self.void_score)
+            if not np.isfinite(score):
+                raise ProxyRecordError(f"item {item_id}: void_score must be finite, got {score}")
+            set_field(self, "void_score", score)
+
+    @property
+    def dim(self) -> int:
+        return int(self.proxy.shape[0])
+
+    def order_key(self) -> tuple[int, int, int]:
+        """``(source_event_us, kafka_offset, computed_at_us)``; missing values sort lowest.
+
+        A record replaces a stored one with the same ``(item_id, model_version)`` only when
+        this key is strictly greater, so replays and out-of-order events never move a row back.
+        """
+        return (
+            NO_EVENT_TS if self.source_event_ts is None else datetime_to_us(self.source_event_ts),
+            NO_OFFSET if self.kafka_offset is None else self.kafka_offset,
+            datetime_to_us(self.computed_at),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProxyRecord):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dict: arrays as lists, datetimes as ISO-8601 UTC strings."""
+        return {
+            "item_id": self.item_id,
+            "proxy": self.proxy.tolist(),
+            "model_version": self.model_version,
+            "encoder_fingerprint": self.encoder_fingerprint,
+            "id_space_fingerprint": self.id_space_fingerprint,
+            "computed_at": self.computed_at.isoformat(),
+            "source_event_ts": None
+            if self.source_event_ts is None
+            else self.source_event_ts.isoformat(),
+            "kafka_topic": self.kafka_topic,
+            "kafka_partition": self.kafka_partition,
+            "kafka_offset": self.kafka_offset,
+            "neighbours": self.neighbours.tolist(),
+            "neighbour_similarities": self.neighbour_similarities.tolist(),
+            "void": self.void,
+            "void_score": self.void_score,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProxyRecord:
+        """Inverse of :meth:`to_dict`; unknown keys are a :class:`ProxyRecordError`."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ProxyRecordError(f"unknown ProxyRecord fields {sorted(unknown)}")
+        values = dict(data)
+        for name in ("computed_at", "source_event_ts"):
+            if isinstance(values.get(name), str):
+                values[name] = datetime.fromisoformat(values[name])
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise ProxyRecordError(f"cannot build a ProxyRecord: {error}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ProxyRecord:
+        return cls.from_dict(json.loads(text))
+
+
+def datetime_to_us(value: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime (exact, no float rounding)."""
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def us_to_datetime(value: int) -> datetime:
+    """Inverse of :func:`datetime_to_us` (UTC)."""
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+# ------------------------------------------------------------------ stream input and errors
+
+NEW_ITEM_SCHEMA_VERSION = 1
+
+
+class InvalidEventError(ValueError):
+    """A Kafka record is not a valid :class:`NewItemEvent`; ``reason`` is a stable code.
+
+    The stream turns it into a :class:`DeadLetter` carrying the reason and the message.
+    """
+
+    def __init__(self, reason: str, message: str, item_id: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.item_id = item_id
+
+
+class NewItemEvent(BaseModel):
+    """A new item, as published to the input topic (JSON, UTF-8).
+
+    Text fields match the catalogue's item columns (``data/schema.py``), so the stream builds
+    the same encoder text as training (``item_content_text``). At most one image: ``image_uri``
+    (``file://``, ``http(s)://``, ``s3://`` or ``data:``) or ``image_base64`` (inline bytes).
+    ``created_at`` (ISO-8601 with a time zone, or Unix seconds) becomes the stored row's
+    ``source_event_ts``, the first part of its order key.
+
+    Example::
+
+        {"schema_version": 1, "item_id": 42, "created_at": "2026-03-01T12:00:00Z",
+         "title": "Toy Story (1995)", "categories": ["Animation"], "tags": ["pixar"]}
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    schema_version: Literal[1] = NEW_ITEM_SCHEMA_VERSION
+    item_id: StrictInt = Field(ge=INT64_MIN, le=INT64_MAX)
+    created_at: AwareDatetime
+    title: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    year: int = Field(0, ge=0, le=9999)
+    image_uri: str | None = None
+    image_base64: str | None = None
+
+    @field_validator("created_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _one_image(self) -> NewItemEvent:
+        if self.image_uri is not None and self.image_base64 is not None:
+            raise ValueError("send either image_uri or image_base64, not both")
+        return self
+
+    @property
+    def image_reference(self) -> str | None:
+        """The image as ``load_image`` reads it (URI or base64), or None."""
+        return self.image_uri if self.image_uri is not None else self.image_base64
+
+    def text_chars(self) -> int:
+        """Characters of text the encoder would read (title, description, tags, categories)."""
+        return (
+            len(self.title)
+            + len(self.description)
+            + sum(len(tag) for tag in self.tags)
+            + sum(len(category) for category in self.categories)
+        )
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode("utf-8")
+
+
+def _refuse_non_finite(constant: str) -> float:
+    raise InvalidEventError(
+        "non_finite_number",
+        f"the event holds the JSON constant {constant}: NaN and Infinity are not valid "
+        "numbers; send finite values",
+    )
+
+
+def _reason_for(error: ValidationError) -> str:
+    """A stable reason code for the first problem pydantic found."""
+    first = error.errors()[0]
+    field_name = str(first["loc"][0]) if first["loc"] else ""
+    if first["type"] == "missing":
+        return "missing_item_id" if field_name == "item_id" else "missing_field"
+    if field_name == "schema_version":
+        return "unsupported_schema_version"
+    if first["type"] in ("finite_number",) or "NaN" in str(first.get("msg", "")):
+        return "non_finite_number"
+    return "wrong_shape"
+
+
+def decode_new_item_event(
+    value: bytes | None, max_event_bytes: int, max_text_chars: int
+) -> NewItemEvent:
+    """Bytes of one Kafka record -> a checked :class:`NewItemEvent`.
+
+    Raises :class:`InvalidEventError` with a reason code: ``event_too_large``, ``not_json``,
+    ``non_finite_number``, ``wrong_shape``, ``missing_item_id``, ``missing_field``,
+    ``unsupported_schema_version`` or ``text_too_long``.
+    """
+    if value is None:
+        raise InvalidEventError("not_json", "the record has no value (a tombstone)")
+    if len(value) > max_event_bytes:
+        raise InvalidEventError(
+            "event_too_large",
+            f"the event has {len(value)} bytes, over max_event_bytes={max_event_bytes}: send "
+            "large images by URI instead of inline",
+        )
+    try:
+        raw = json.loads(value.decode("utf-8"), parse_constant=_refuse_non_finite)
+    except InvalidEventError:
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidEventError(
+            "not_json", f"the event is not UTF-8 JSON: {error}; publish NewItemEvent JSON"
+        ) from None
+    if not isinstance(raw, dict):
+        raise InvalidEventError(
+            "wrong_shape",
+            f"the event is a JSON {type(raw).__name__}, not an object: publish NewItemEvent JSON",
+        )
+    item_id = raw.get("item_id") if isinstance(raw.get("item_id"), int) else None
+    try:
+        event = NewItemEvent.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or '<event>'}: {item['msg']}"
+            for item in error.errors()[:5]
+        )
+        raise InvalidEventError(
+            _reason_for(error), f"the event does not match NewItemEvent: {problems}", item_id
+        ) from None
+    if event.text_chars() > max_text_chars:
+        raise InvalidEventError(
+            "text_too_long",
+            f"item {event.item_id}: {event.text_chars()} characters of text, over "
+            f"max_text_chars={max_text_chars}",
+            event.item_id,
+        )
+    return event
+
+
+DeadLetterStage = Literal["decode", "worker", "sink"]
+
+
+class DeadLetter(BaseModel):
+    """A record the stream could not turn into a proxy, as written to the dead-letter topic.
+
+    ``value_base64`` / ``key_base64`` hold the original record bytes, so the record can be
+    fixed and replayed; ``topic``/``partition``/``offset`` say where it came from.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: str
+    message: str
+    stage: DeadLetterStage
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    timestamp_ms: int | None = None
+    item_id: int | None = None
+    model_version: str | None = None
+    key_base64: str | None = None
+    value_base64: str
+    failed_at: AwareDatetime
+
+    @classmethod
+    def for_record(
+        cls,
+        *,
+        reason: str,
+        message: str,
+        stage: DeadLetterStage,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+        item_id: int | None = None,
+        model_version: str | None = None,
+    ) -> DeadLetter:
+        """A dead letter for one source record (original bytes base64-encoded)."""
+        return cls(
+            reason=reason,
+            message=message,
+            stage=stage,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=timestamp_ms,
+            item_id=item_id,
+            model_version=model_version,
+            key_base64=None if key is None else base64.b64encode(key).decode("ascii"),
+            value_base64=base64.b64encode(value or b"").decode("ascii"),
+            failed_at=datetime.now(UTC),
+        )
+
+    @property
+    def original_value(self) -> bytes:
+        return base64.b64decode(self.value_base64)
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes) -> DeadLetter:
+        return cls.model_validate_json(data)

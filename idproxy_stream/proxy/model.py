@@ -1,0 +1,220 @@
+"""The versioned ProxyModel artefact: coarse projector + fine adaptor + residual gate.
+
+On disk a model is a directory with ``proxy_model.safetensors`` (weights and calibration
+buffers) and ``manifest.json``: version, encoder fingerprint, ID-space fingerprint, dimensions,
+layer clusters, training data summary and metrics. Loading checks both fingerprints against the
+encoder and ID space it will be used with and refuses a mismatch: a proxy computed from another
+encoder's features, or aimed at another ranker's ID table, would be silently wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from idproxy_stream.encoders.layers import LayerClusters
+from idproxy_stream.proxy.adaptor import FineAdaptor
+from idproxy_stream.proxy.gate import ResidualGate
+from idproxy_stream.proxy.projector import CoarseProjector
+
+WEIGHTS_FILE = "proxy_model.safetensors"
+MANIFEST_FILE = "manifest.json"
+FORMAT = "idproxy-proxy-model/1"
+
+
+class ProxyModelError(ValueError):
+    """A saved ProxyModel is missing or malformed; the message says what to fix."""
+
+
+class ProxyModelMismatchError(ProxyModelError):
+    """The model was trained for another encoder or another ranker ID space."""
+
+
+@dataclass(frozen=True)
+class ProxyModelSpec:
+    """Everything needed to rebuild the modules before loading weights."""
+
+    encoder_dim: int
+    id_dim: int
+    clusters: LayerClusters
+    projector_hidden: int = 256
+    adaptor_hidden: int = 128
+    dropout: float = 0.1
+    gate_closed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "encoder_dim": self.encoder_dim,
+            "id_dim": self.id_dim,
+            "clusters": self.clusters.to_dict(),
+            "projector_hidden": self.projector_hidden,
+            "adaptor_hidden": self.adaptor_hidden,
+            "dropout": self.dropout,
+            "gate_closed": self.gate_closed,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ProxyModelSpec:
+        return cls(
+            encoder_dim=int(raw["encoder_dim"]),
+            id_dim=int(raw["id_dim"]),
+            clusters=LayerClusters.from_dict(raw["clusters"]),
+            projector_hidden=int(raw["projector_hidden"]),
+            adaptor_hidden=int(raw["adaptor_hidden"]),
+            dropout=float(raw["dropout"]),
+            gate_closed=bool(raw["gate_closed"]),
+        )
+
+
+@dataclass
+class ProxyManifest:
+    """Identity and provenance of a trained model."""
+
+    version: str
+    encoder_fingerprint: str
+    id_space_fingerprint: str
+    spec: ProxyModelSpec
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": self.version,
+            "encoder_fingerprint": self.encoder_fingerprint,
+            "id_space_fingerprint": self.id_space_fingerprint,
+            "spec": self.spec.to_dict(),
+            "training": self.training,
+            "metrics": self.metrics,
+        }
+
+
+class ProxyModel(nn.Module):
+    """Content features -> proxy embedding in the ranker's ID space.
+
+    ``forward(global_embedding (B, D_enc), cluster_states (B, K, D_enc)) -> (B, D_id)``:
+    ``p = p_coarse + g * p_fine`` (see ``proxy/gate.py`` for the exact gate).
+    """
+
+    def __init__(self, spec: ProxyModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.projector = CoarseProjector(
+            spec.encoder_dim, spec.id_dim, spec.projector_hidden, spec.dropout
+        )
+        self.adaptor = FineAdaptor(
+            spec.clusters.num_clusters,
+            spec.encoder_dim,
+            spec.id_dim,
+            spec.adaptor_hidden,
+            spec.dropout,
+        )
+        self.gate = ResidualGate(spec.id_dim, spec.adaptor_hidden, closed=spec.gate_closed)
+
+    def coarse(self, global_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, D_enc) -> (B, D_id) Stage 1 proxy."""
+        return self.projector(global_embedding)
+
+    def forward(self, global_embedding: torch.Tensor, cluster_states: torch.Tensor) -> torch.Tensor:
+        """(B, D_enc), (B, K, D_enc) -> (B, D_id) proxy."""
+        coarse = self.projector(global_embedding)
+        if self.gate.closed:
+            return coarse
+        hidden, fine = self.adaptor(cluster_states)
+        return self.gate(coarse, hidden, fine)
+
+    @torch.no_grad()
+    def predict(
+        self, global_embedding: torch.Tensor, cluster_states: torch.Tensor, batch_size: int = 4096
+    ) -> torch.Tensor:
+        """Proxies in eval mode, batched: (N, D_enc), (N, K, D_enc) -> (N, D_id)."""
+        was_training = self.training
+        self.eval()
+        outputs = [
+            self(
+                global_embedding[start : start + batch_size],
+                cluster_states[start : start + batch_size],
+            )
+            for start in range(0, len(global_embedding), batch_size)
+        ]
+        self.train(was_training)
+        if not outputs:
+            return torch.zeros(0, self.spec.id_dim)
+        return torch.cat(outputs)
+
+
+def save_proxy_model(model: ProxyModel, manifest: ProxyManifest, directory: str | Path) -> Path:
+    """Write weights (safetensors) and ``manifest.json`` to ``directory``; returns it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {name: t.detach().contiguous().clone() for name, t in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"version": manifest.version})
+    manifest.spec = model.spec
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1, default=str))
+    return directory
+
+
+def read_proxy_manifest(directory: str | Path) -> ProxyManifest:
+    """Read and validate ``manifest.json`` without loading weights."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise ProxyModelError(
+            f"{directory} holds no ProxyModel: expected {MANIFEST_FILE} (train one with "
+            "`idproxy train`)"
+        )
+    raw = json.loads(path.read_text())
+    if raw.get("format") != FORMAT:
+        raise ProxyModelError(f"{path} has format {raw.get('format')!r}, expected {FORMAT!r}")
+    return ProxyManifest(
+        version=raw["version"],
+        encoder_fingerprint=raw["encoder_fingerprint"],
+        id_space_fingerprint=raw["id_space_fingerprint"],
+        spec=ProxyModelSpec.from_dict(raw["spec"]),
+        training=raw.get("training", {}),
+        metrics=raw.get("metrics", {}),
+    )
+
+
+def load_proxy_model(
+    directory: str | Path,
+    expected_encoder_fingerprint: str | None = None,
+    expected_id_space_fingerprint: str | None = None,
+) -> tuple[ProxyModel, ProxyManifest]:
+    """Load a saved model, refusing one trained for another encoder or ID space."""
+    manifest = read_proxy_manifest(directory)
+    if (
+        expected_encoder_fingerprint is not None
+        and manifest.encoder_fingerprint != expected_encoder_fingerprint
+    ):
+        raise ProxyModelMismatchError(
+            f"ProxyModel {manifest.version} in {directory} was trained on encoder "
+            f"{manifest.encoder_fingerprint}, but the encoder in use is "
+            f"{expected_encoder_fingerprint}: configure the encoder it was trained with, or "
+            "re-extract features and retrain"
+        )
+    if (
+        expected_id_space_fingerprint is not None
+        and manifest.id_space_fingerprint != expected_id_space_fingerprint
+    ):
+        raise ProxyModelMismatchError(
+            f"ProxyModel {manifest.version} in {directory} targets ID space "
+            f"{manifest.id_space_fingerprint}, but the ranker's ID space is "
+            f"{expected_id_space_fingerprint}: retrain the ProxyModel against the current ranker"
+        )
+    model = ProxyModel(manifest.spec)
+    weights = Path(directory) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ProxyModelError(f"{directory} has a manifest but no {WEIGHTS_FILE}")
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise ProxyModelError(
+            f"{weights} does not match its manifest: missing {missing}, unexpected {unexpected}"
+        )
+    model.eval()
+    return model, manifest

@@ -1,0 +1,131 @@
+"""What a ranker reads for an item: its learned ID, its proxy, or a fallback (switch-over).
+
+Policy, per item (``ReaderConfig``):
+
+1. ``"id"`` — the item has a row in the ranker's ID table (:class:`IdSpace`) and at least
+   ``maturity_threshold`` interactions. The count is ``live_counts[item]`` when the caller
+   passes a live mapping that holds the item, else the ID space's training count.
+2. ``"proxy"`` — otherwise, the item's proxy from the feature store: of
+   ``serving_model_version``, or the newest version when that is None. A proxy built for a
+   different ID space (fingerprint) or dimension is ignored (logged), since it does not live in
+   this ranker's space.
+3. ``"fallback"`` — otherwise the mean raw ID embedding of the mature items
+   (``fallback="mean_id"``; zeros if no item is mature) or zeros (``fallback="zeros"``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from idproxy_stream.config import ReaderConfig
+from idproxy_stream.events import as_item_id
+from idproxy_stream.index.id_space import IdSpace
+from idproxy_stream.store.base import FeatureStore
+
+logger = logging.getLogger(__name__)
+
+SOURCE_ID, SOURCE_PROXY, SOURCE_FALLBACK = "id", "proxy", "fallback"
+
+
+@dataclass(frozen=True)
+class ReaderResult:
+    """Embeddings for a batch of items, in the order asked.
+
+    item_ids: (B,) int64.
+    embeddings: (B, D) float32 vectors in the ranker's raw ID space.
+    source: (B,) str, each "id", "proxy" or "fallback".
+    model_version: (B,) object, the proxy's model version where source is "proxy", else None.
+    """
+
+    item_ids: np.ndarray
+    embeddings: np.ndarray
+    source: np.ndarray
+    model_version: np.ndarray
+
+
+class ProxyReader:
+    """Reads embeddings under the switch-over policy (module docstring).
+
+    Example::
+
+        reader = ProxyReader(SqliteStore("proxies.sqlite"), id_space, ReaderConfig())
+        result = reader.get([17, 42])   # result.embeddings (2, D), result.source ["id", "proxy"]
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        id_space: IdSpace,
+        config: ReaderConfig,
+        live_counts: Mapping[int, int] | None = None,
+    ) -> None:
+        self.store = store
+        self.id_space = id_space
+        self.config = config
+        self.live_counts = live_counts
+        self.fallback_vector = self._fallback_vector()
+
+    def _fallback_vector(self) -> np.ndarray:
+        mature = self.id_space.mature_mask(self.config.maturity_threshold)
+        if self.config.fallback == "mean_id" and mature.any():
+            return self.id_space.embeddings[mature].mean(axis=0).astype(np.float32)
+        if self.config.fallback == "mean_id":
+            logger.warning(
+                "no item has >= %d interactions; the mean_id fallback is zeros",
+                self.config.maturity_threshold,
+            )
+        return np.zeros(self.id_space.dim, dtype=np.float32)
+
+    def interaction_counts(self, item_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(B,) counts used for maturity: live counts where given, else the ID space's."""
+        counts = np.where(rows >= 0, self.id_space.interaction_counts[np.maximum(rows, 0)], 0)
+        if self.live_counts is not None:
+            for position, item_id in enumerate(item_ids.tolist()):
+                live = self.live_counts.get(item_id)
+                if live is not None:
+                    counts[position] = live
+        return counts
+
+    def get(self, item_ids: Iterable[int]) -> ReaderResult:
+        """Embeddings of ``item_ids`` (B,) under the policy; one store read for the non-mature."""
+        ids = np.array([as_item_id(item_id) for item_id in item_ids], dtype=np.int64)
+        rows = self.id_space.rows_of(ids)
+        counts = self.interaction_counts(ids, rows)
+        use_id = (rows >= 0) & (counts >= self.config.maturity_threshold)
+
+        embeddings = np.tile(self.fallback_vector, (ids.shape[0], 1))
+        source = np.full(ids.shape[0], SOURCE_FALLBACK, dtype=object)
+        versions = np.full(ids.shape[0], None, dtype=object)
+        embeddings[use_id] = self.id_space.embeddings[rows[use_id]]
+        source[use_id] = SOURCE_ID
+
+        wanted = ids[~use_id]
+        if wanted.size:
+            proxies = self.store.get(wanted.tolist(), self.config.serving_model_version)
+            foreign = 0
+            for position in np.flatnonzero(~use_id):
+                record = proxies.get(int(ids[position]))
+                if record is None:
+                    continue
+                if (
+                    record.id_space_fingerprint != self.id_space.fingerprint
+                    or record.dim != self.id_space.dim
+                ):
+                    foreign += 1
+                    continue
+                embeddings[position] = record.proxy
+                source[position] = SOURCE_PROXY
+                versions[position] = record.model_version
+            if foreign:
+                logger.warning(
+                    "ignored %d proxies built for another ID space than %s (dim %d): "
+                    "recompute them with the proxy model of the serving ranker",
+                    foreign,
+                    self.id_space.fingerprint,
+                    self.id_space.dim,
+                )
+        return ReaderResult(ids, embeddings.astype(np.float32), source.astype(str), versions)

@@ -1,0 +1,362 @@
+"""Wiring: Ray, the source actors (each with its workers and sink), supervision and metrics.
+
+:class:`StreamJob` is the driver side of ``idproxy stream``. It connects to Ray (or starts a
+local one), creates the topics when asked (``kafka.ensure_topics``), starts
+``stream.num_sources`` source actors — each creates its own ``stream.num_workers`` worker
+actors and one sink actor — and runs a monitor thread that replaces a source actor that died
+(its replacement rejoins the consumer group and resumes from the last commit) and keeps the
+merged counters fresh for ``/metrics`` and the status line.
+
+The same code runs on a laptop (local Ray, embedded broker, sqlite) and on a cluster
+(``ray.address``, a real Kafka, Redis): only the configuration differs. Paths in the config
+(model directory, sqlite/parquet paths, image roots) are made absolute on the driver; on a
+cluster they must name storage every node sees.
+
+Example::
+
+    job = StreamJob(config).start()
+    ...                                   # job.snapshot() for counters
+    final = job.stop(drain=True)          # finish in-flight work, commit, shut down
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ray
+
+from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.cluster.placement import placement
+from idproxy_stream.config import AppConfig, RayConfig
+from idproxy_stream.encoders.registry import encoder_fingerprint
+from idproxy_stream.proxy.model import ProxyModelError, read_proxy_manifest
+from idproxy_stream.proxy.registry import latest_version, version_directory
+from idproxy_stream.stream.actors import ActorSpec
+from idproxy_stream.stream.metrics import StreamStats, merge_stats, serve_metrics
+from idproxy_stream.stream.sink import ProxySink
+from idproxy_stream.stream.source import StreamSource
+from idproxy_stream.stream.topics import ensure_topics, stream_topics
+from idproxy_stream.stream.worker import ProxyWorker
+
+logger = logging.getLogger(__name__)
+
+SOURCE_CONCURRENCY = 4  # run() holds one thread; snapshot/stop/handles use the others
+SOURCE_RESTART_MIN_S = 10.0  # a replaced source runs at least this long before the next one
+
+
+def absolute_paths(config: AppConfig) -> AppConfig:
+    """``config`` with the paths actors read made absolute (actors may run in another cwd)."""
+    store = config.store
+    images = config.encoder.images
+    return config.model_copy(
+        update={
+            "stream": config.stream.model_copy(
+                update={"model_dir": config.stream.model_dir.resolve()}
+            ),
+            "store": store.model_copy(
+                update={
+                    "sqlite": store.sqlite.model_copy(update={"path": store.sqlite.path.resolve()}),
+                    "parquet": store.parquet.model_copy(
+                        update={"path": store.parquet.path.resolve()}
+                    ),
+                }
+            ),
+            "encoder": config.encoder.model_copy(
+                update={
+                    "images": images.model_copy(
+                        update={
+                            "allowed_roots": tuple(
+                                Path(root).expanduser().resolve() for root in images.allowed_roots
+                            )
+                        }
+                    )
+                }
+            ),
+        }
+    )
+
+
+def ensure_ray(config: RayConfig) -> bool:
+    """Connect to Ray (``config.address``) or start a local one; True if started here."""
+    if ray.is_initialized():
+        return False
+    local = config.address is None
+    if local:
+        # Ray 2.60 enables token auth by default; a private local cluster does not need it.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        address=config.address,
+        num_cpus=config.num_cpus if local else None,
+        namespace=config.namespace,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        _temp_dir=str(config.temp_dir.resolve()) if local and config.temp_dir else None,
+    )
+    return True
+
+
+def bundle_problem(config: AppConfig) -> str | None:
+    """Why ``stream.model_dir`` cannot serve with this config, or None when it can.
+
+    Checks that a bundle is there (registry ``LATEST``, ID space, index) and that the serving
+    version was trained on the configured encoder (fingerprints, computed without loading
+    weights): otherwise every worker would refuse it.
+    """
+    layout = BundleLayout(config.stream.model_dir)
+    version = latest_version(layout.registry) if layout.registry.is_dir() else None
+    if version is None or not layout.id_space.is_dir() or not layout.index.is_dir():
+        return (
+            f"{layout.root} holds no trained model bundle (registry/LATEST, id_space/, index/): "
+            "run `idproxy train --config ...` first, or set stream.model_dir"
+        )
+    trained_on = read_proxy_manifest(version_directory(layout.registry, version))
+    configured = encoder_fingerprint(config.encoder)
+    if trained_on.encoder_fingerprint != configured:
+        return (
+            f"model version {version} in {layout.registry} was trained on encoder "
+            f"{trained_on.encoder_fingerprint}, but the configured encoder is {configured}: "
+            "retrain (`idproxy train`) or configure the encoder it was trained with"
+        )
+    return None
+
+
+def check_model_dir(config: AppConfig) -> str:
+    """The serving version; :class:`ProxyModelError` saying what to do when it cannot serve."""
+    problem = bundle_problem(config)
+    if problem is not None:
+        raise ProxyModelError(problem)
+    return latest_version(BundleLayout(config.stream.model_dir).registry)
+
+
+def actor_specs(config: AppConfig, name: str) -> ActorSpec:
+    """The source actor (with its worker and sink specs) for lane ``name``."""
+    stream = config.stream
+    cluster = config.cluster
+    worker = ActorSpec(
+        ProxyWorker,
+        {
+            "num_cpus": stream.worker_num_cpus,
+            "num_gpus": stream.worker_num_gpus,
+            **placement(cluster, "worker"),
+        },
+        (config,),
+    )
+    sink = ActorSpec(
+        ProxySink, {"num_cpus": stream.sink_num_cpus, **placement(cluster, "sink")}, (config,)
+    )
+    return ActorSpec(
+        StreamSource,
+        {
+            "num_cpus": stream.source_num_cpus,
+            "max_concurrency": SOURCE_CONCURRENCY,
+            **placement(cluster, "source"),
+        },
+        (config, worker, sink, name),
+    )
+
+
+class _SourceRun:
+    """A source actor and the ref of its running ``run()``."""
+
+    def __init__(self, spec: ActorSpec, name: str) -> None:
+        self.spec = spec
+        self.name = name
+        self.started = time.monotonic()
+        self.handle = spec.start()
+        self.run_ref = self.handle.run.remote()
+        self.last_stats: StreamStats | None = None
+
+
+class StreamJob:
+    """The streaming job's driver: start, supervise, snapshot, stop."""
+
+    def __init__(self, config: AppConfig, name: str = "stream") -> None:
+        self.config = absolute_paths(config)
+        self.name = name
+        self.sources: list[_SourceRun] = []
+        self.restarts = 0
+        self._retired: list[StreamStats] = []
+        self._latest = StreamStats()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._metrics_server = None
+        self._started_ray = False
+
+    def start(self) -> StreamJob:
+        """Start Ray (if needed), topics (if asked), the source actors and the monitor."""
+        version = check_model_dir(self.config)
+        self._started_ray = ensure_ray(self.config.ray)
+        kafka = self.config.kafka
+        if kafka.ensure_topics:
+            ensure_topics(kafka, stream_topics(kafka), kafka.topic_partitions)
+        for index in range(self.config.stream.num_sources):
+            name = f"{self.name}-source-{index}"
+            self.sources.append(_SourceRun(actor_specs(self.config, name), name))
+        logger.info(
+            "stream %s started: %d source(s) x %d worker(s), model %s, topic %s",
+            self.name,
+            len(self.sources),
+            self.config.stream.num_workers,
+            version,
+            kafka.topic,
+        )
+        port = self.config.stream.metrics_port
+        if port is not None:
+            self._metrics_server = serve_metrics(port, self.snapshot)
+            logger.info("metrics on http://0.0.0.0:%d/metrics", port)
+        self._monitor = threading.Thread(
+            target=self._watch, name=f"{self.name}-monitor", daemon=True
+        )
+        self._monitor.start()
+        return self
+
+    # -------------------------------------------------------------------------- monitor
+
+    def _watch(self) -> None:
+        interval = max(0.2, self.config.stream.status_interval_s / 2)
+        while not self._stopping.wait(interval):
+            try:
+                self.supervise()
+                self.refresh()
+            except Exception:  # the monitor must outlive any one bad call
+                logger.exception("stream monitor")
+
+    def supervise(self) -> int:
+        """Replace source actors whose ``run()`` ended unexpectedly; returns how many."""
+        replaced = 0
+        for index, source in enumerate(list(self.sources)):
+            ready, _ = ray.wait([source.run_ref], timeout=0)
+            if not ready or self._stopping.is_set():
+                continue
+            if time.monotonic() - source.started < SOURCE_RESTART_MIN_S:
+                continue  # a source that keeps failing (broker down) is retried slowly
+            try:
+                ray.get(source.run_ref)
+                reason = "returned without being stopped"
+            except ray.exceptions.RayError as error:
+                reason = f"{type(error).__name__}: {error}"
+            logger.error("%s ended (%s): starting a new one", source.name, reason)
+            if source.last_stats is not None:
+                self._retired.append(source.last_stats)
+            try:
+                ray.kill(source.handle, no_restart=True)
+            except Exception as error:
+                logger.debug("killing %s: %s", source.name, error)
+            self.sources[index] = _SourceRun(source.spec, source.name)
+            self.restarts += 1
+            replaced += 1
+        return replaced
+
+    def refresh(self, timeout_s: float = 5.0) -> StreamStats:
+        """Fetch every source's counters and merge them (with those of replaced sources)."""
+        snapshots = []
+        for source in self.sources:
+            try:
+                source.last_stats = ray.get(source.handle.snapshot.remote(), timeout=timeout_s)
+            except (ray.exceptions.RayError, TimeoutError) as error:
+                logger.debug("no snapshot from %s: %s", source.name, error)
+            if source.last_stats is not None:
+                snapshots.append(source.last_stats)
+        merged = merge_stats([*self._retired, *snapshots])
+        merged.restarts["source"] = self.restarts
+        with self._lock:
+            self._latest = merged
+        return merged
+
+    def snapshot(self) -> StreamStats:
+        """The latest merged counters (refreshed by the monitor thread)."""
+        with self._lock:
+            return self._latest
+
+    def wait_ready(self, timeout_s: float = 300.0) -> StreamStats:
+        """Block until every worker and sink has loaded and every source holds partitions."""
+        deadline = time.monotonic() + timeout_s
+        for lane in self.handles():
+            pings = [worker.ping.remote() for worker in lane["workers"]] + [
+                lane["sink"].ping.remote()
+            ]
+            ray.get(pings, timeout=max(1.0, deadline - time.monotonic()))
+        while True:
+            stats = self.refresh()
+            if all(source.last_stats and source.last_stats.assigned for source in self.sources):
+                return stats
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stream {self.name}: no partitions assigned in {timeout_s} s")
+            time.sleep(0.1)
+
+    def handles(self) -> list[dict]:
+        """Per source: ``{"source": handle, "workers": [...], "sink": handle}``."""
+        result = []
+        for source in self.sources:
+            actors = ray.get(source.handle.handles.remote(), timeout=30)
+            result.append({"source": source.handle, **actors})
+        return result
+
+    # ----------------------------------------------------------------------------- stop
+
+    def stop(self, drain: bool = True, timeout_s: float | None = None) -> StreamStats:
+        """Stop every source (draining in-flight work and committing when ``drain``)."""
+        self._stopping.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=30)
+        timeout_s = timeout_s or self.config.stream.drain_timeout_s + 60
+        for source in self.sources:
+            try:
+                source.handle.stop.remote(drain)
+            except ray.exceptions.RayError as error:
+                logger.warning("stopping %s: %s", source.name, error)
+        finals = []
+        for source in self.sources:
+            try:
+                finals.append(ray.get(source.run_ref, timeout=timeout_s))
+            except (ray.exceptions.RayError, TimeoutError) as error:
+                logger.warning("%s did not stop cleanly: %s", source.name, error)
+                if source.last_stats is not None:
+                    finals.append(source.last_stats)
+            try:
+                ray.kill(source.handle, no_restart=True)
+            except Exception as error:
+                logger.debug("killing %s: %s", source.name, error)
+        merged = merge_stats([*self._retired, *finals])
+        merged.restarts["source"] = self.restarts
+        with self._lock:
+            self._latest = merged
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
+        if self._started_ray:
+            ray.shutdown()
+        logger.info("stream %s stopped", self.name)
+        return merged
+
+
+def run_until_stopped(
+    config: AppConfig,
+    stop: threading.Event,
+    on_status: Callable[[StreamStats], None] | None = None,
+    name: str = "stream",
+    on_started: Callable[[], None] | None = None,
+) -> StreamStats:
+    """Run a :class:`StreamJob` until ``stop`` is set, then drain, commit and shut down.
+
+    ``on_started`` runs once the job is up — the place to install signal handlers, since
+    ``ray.init`` replaces the process's SIGTERM handler with its own. ``on_status`` gets the
+    merged counters every ``stream.status_interval_s``.
+    """
+    job = StreamJob(config, name).start()
+    try:
+        if on_started is not None:
+            on_started()
+        while not stop.wait(config.stream.status_interval_s):
+            if on_status is not None:
+                on_status(job.snapshot())
+    finally:
+        final = job.stop(drain=True)
+    return final

@@ -1,0 +1,135 @@
+"""The sink: neighbour check, then a durable, idempotent write of the batch's proxy rows.
+
+One :class:`ProxySink` per source. For each :class:`EncodedBatch` it runs the Faiss neighbour
+check (one search for the batch), applies the void policy, builds :class:`ProxyRecord` rows
+(keyed by ``(item_id, model_version)``, ordered by ``(created_at, offset, computed_at)``),
+upserts them, calls ``store.flush()`` — so the rows are durable when :meth:`write` returns — and
+optionally publishes them to ``kafka.output_topic`` (waiting for the broker's acks). Only then
+does it acknowledge the batch, and only an acknowledged batch lets the source commit offsets.
+
+A failing store or output topic raises: the source retries the batch (re-delivery and the
+idempotent upsert make that safe) instead of dead-lettering valid events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.config import AppConfig
+from idproxy_stream.events import ProxyRecord
+from idproxy_stream.index.id_space import IdSpace
+from idproxy_stream.index.void import NeighbourChecker
+from idproxy_stream.store.base import FeatureStore, build_store
+from idproxy_stream.stream.logs import configure_logging
+from idproxy_stream.stream.messages import BatchOutcome, EncodedBatch, Rejection, WrittenRow
+
+logger = logging.getLogger(__name__)
+
+
+class ProxySink:
+    """Store + neighbour checker (+ optional output-topic producer) for one source.
+
+    Example::
+
+        sink = ProxySink(config)
+        outcome = sink.write(encoded_batch)     # rows durable when this returns
+        outcome.written[0].status               # "ok" / "void_flagged" / "knn_fallback"
+    """
+
+    def __init__(self, config: AppConfig, setup_logging: bool = True) -> None:
+        if setup_logging:
+            configure_logging(config.stream.log_level, config.stream.log_format)
+        self.config = config
+        layout = BundleLayout(config.stream.model_dir)
+        id_space = IdSpace.load(layout.id_space)
+        # A sink shares its node with the workers: one faiss thread unless configured.
+        index_config = config.index
+        if index_config.num_threads is None:
+            index_config = index_config.model_copy(update={"num_threads": 1})
+        self.checker = NeighbourChecker.load(layout.index, id_space, index_config)
+        self.store: FeatureStore = build_store(config.store)
+        self.producer = None
+        if config.kafka.output_topic:
+            from idproxy_stream.stream.clients import make_producer
+
+            self.producer = make_producer(config.kafka, "sink")
+
+    def ping(self) -> bool:
+        return True
+
+    def write(self, batch: EncodedBatch) -> BatchOutcome:
+        """Check, write and flush one batch; returns what was written and every refusal."""
+        started = time.perf_counter()
+        rejected: list[Rejection] = list(batch.rejected)
+        records: list[ProxyRecord] = []
+        written: list[WrittenRow] = []
+        if batch.rows:
+            computed_at = datetime.now(UTC)
+            decisions = self.checker.decide(batch.proxies)
+            for row, decision in zip(batch.rows, decisions, strict=True):
+                if decision.is_dead_letter:
+                    rejected.append(
+                        Rejection(
+                            partition=row.partition,
+                            offset=row.offset,
+                            item_id=row.item_id,
+                            reason="proxy_void",
+                            message=decision.reason or "the proxy is void",
+                            stage="sink",
+                        )
+                    )
+                    continue
+                records.append(
+                    ProxyRecord(
+                        item_id=row.item_id,
+                        model_version=batch.model_version,
+                        encoder_fingerprint=batch.encoder_fingerprint,
+                        id_space_fingerprint=batch.id_space_fingerprint,
+                        computed_at=computed_at,
+                        source_event_ts=row.created_at,
+                        kafka_topic=row.topic,
+                        kafka_partition=row.partition,
+                        kafka_offset=row.offset,
+                        **decision.record_fields(),
+                    )
+                )
+                written.append(WrittenRow(row.partition, row.offset, row.item_id, decision.status))
+        if records:
+            self.store.upsert(records)
+            self.store.flush()
+            self._publish(records)
+        counts: dict[str, int] = {}
+        for row in written:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        return BatchOutcome(
+            written=tuple(written),
+            rejected=tuple(rejected),
+            model_version=batch.model_version,
+            batch_size=batch.batch_size,
+            encode_seconds=batch.encode_seconds,
+            write_seconds=time.perf_counter() - started,
+            status_counts=counts,
+        )
+
+    def _publish(self, records: list[ProxyRecord]) -> None:
+        """Send the rows to the output topic and wait for the broker to have them all."""
+        if self.producer is None:
+            return
+        topic = self.config.kafka.output_topic
+        futures = [
+            self.producer.send(
+                topic, key=str(record.item_id).encode(), value=record.to_json().encode()
+            )
+            for record in records
+        ]
+        self.producer.flush(timeout=self.config.kafka.request_timeout_ms / 1000)
+        for future in futures:
+            future.get(timeout=0)  # raises the send's error, if any
+
+    def close(self) -> None:
+        self.store.close()
+        if self.producer is not None:
+            self.producer.close(timeout=5)

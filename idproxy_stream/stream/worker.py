@@ -1,0 +1,271 @@
+"""The worker: a batch of events -> proxy vectors, with the encoder and the serving ProxyModel.
+
+One :class:`ProxyWorker` runs per worker actor (``num_gpus=1`` each on GPU nodes, a fraction of
+a CPU here). Per batch it
+
+1. refuses events for items the ranker already serves from their own ID embedding
+   (``reason="item_already_mature"``: at least ``reader.maturity_threshold`` interactions in the
+   ID space) — no proxy is computed or written for them;
+2. fetches and checks each event's image (``encoders/images.py``: size, pixel count, allowed
+   roots ...); a failure is refused with the image error's reason, or with
+   ``stream.image_errors: text_only`` the item is encoded from its text alone. Images are
+   checked even for text-only encoders, so a bad reference is visible at once;
+3. encodes the rest in one call (the text the training used: ``item_content_text`` over
+   ``extract.text_fields``), pools layer states by the model's clusters and runs the ProxyModel:
+   ``(B, D_enc), (B, K, D_enc) -> (B, D_id)``. Only these small vectors leave the worker.
+
+**Hot model swap.** Every ``stream.model_poll_interval_s`` the worker reads the registry's
+``LATEST``; a new version is loaded (fingerprints checked against this encoder and ID space)
+and used from the next batch on. Each batch carries the version that produced it, so every
+stored row names its model. A version that fails to load is logged and skipped; the current
+one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers.utils import logging as transformers_logging
+
+from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.config import AppConfig
+from idproxy_stream.data.schema import item_content_text
+from idproxy_stream.encoders.base import ContentItem, build_encoder
+from idproxy_stream.encoders.images import ImageInputError, load_image
+from idproxy_stream.encoders.layers import pool_layer_clusters
+from idproxy_stream.index.id_space import IdSpace
+from idproxy_stream.proxy.model import ProxyManifest, ProxyModel, ProxyModelError
+from idproxy_stream.proxy.registry import latest_version, load_version
+from idproxy_stream.stream.logs import configure_logging
+from idproxy_stream.stream.messages import EncodedBatch, ProxyRow, Rejection, WorkItem
+
+logger = logging.getLogger(__name__)
+
+
+class ProxyWorker:
+    """Encoder + ProxyModel for one worker actor. Stateless apart from the loaded models.
+
+    Example::
+
+        worker = ProxyWorker(config)                 # loads encoder, ID space, LATEST model
+        batch = worker.encode(items)                 # list[WorkItem] -> EncodedBatch
+        batch.proxies.shape                          # (len(batch.rows), D_id)
+    """
+
+    def __init__(self, config: AppConfig, setup_logging: bool = True) -> None:
+        if setup_logging:
+            configure_logging(config.stream.log_level, config.stream.log_format)
+            if logging.getLogger().level >= logging.WARNING:
+                transformers_logging.disable_progress_bar()  # no weight-loading bars in logs
+        self.config = config
+        self.encoder = build_encoder(config.encoder)
+        # After building: the encoder may apply its own thread setting; the stream's wins.
+        torch.set_num_threads(config.stream.torch_threads_per_worker)
+        self.reads_images = bool(getattr(self.encoder, "reads_images", True))
+        layout = BundleLayout(config.stream.model_dir)
+        self.registry = layout.registry
+        id_space = IdSpace.load(layout.id_space)
+        self.id_space_fingerprint = id_space.fingerprint
+        mature = id_space.interaction_counts >= config.reader.maturity_threshold
+        self.mature_item_ids = np.sort(id_space.item_ids[mature])
+        self.model: ProxyModel | None = None
+        self.manifest: ProxyManifest | None = None
+        self._refused_version: str | None = None
+        self._next_model_check = 0.0
+        self.check_for_new_model(force=True)
+        if self.model is None:
+            raise ProxyModelError(
+                f"no loadable ProxyModel in {self.registry}: train one with `idproxy train`"
+            )
+
+    @property
+    def model_version(self) -> str:
+        assert self.manifest is not None
+        return self.manifest.version
+
+    def ping(self) -> str:
+        return self.model_version
+
+    def refresh_model(self) -> str:
+        """Read ``LATEST`` now instead of at the next poll; returns the serving version."""
+        self.check_for_new_model(force=True)
+        return self.model_version
+
+    def check_for_new_model(self, force: bool = False) -> bool:
+        """Load the registry's LATEST if it changed (at most once per poll interval)."""
+        now = time.monotonic()
+        if not force and now < self._next_model_check:
+            return False
+        self._next_model_check = now + self.config.stream.model_poll_interval_s
+        try:
+            version = latest_version(self.registry)
+        except (OSError, ProxyModelError) as error:
+            logger.warning("cannot read the model registry %s: %s", self.registry, error)
+            return False
+        if version is None or version == self._refused_version:
+            return False
+        if self.manifest is not None and version == self.manifest.version:
+            return False
+        try:
+            model, manifest = load_version(
+                self.registry,
+                version,
+                expected_encoder_fingerprint=self.encoder.fingerprint,
+                expected_id_space_fingerprint=self.id_space_fingerprint,
+            )
+        except (OSError, ValueError) as error:
+            self._refused_version = version
+            logger.error(
+                "model version %s not loaded, still serving %s: %s",
+                version,
+                None if self.manifest is None else self.manifest.version,
+                error,
+                extra={"model_version": version},
+            )
+            return False
+        previous = None if self.manifest is None else self.manifest.version
+        model.eval()
+        self.model, self.manifest = model, manifest
+        logger.info(
+            "serving model version %s (was %s)",
+            version,
+            previous,
+            extra={"model_version": version, "previous_version": previous},
+        )
+        return True
+
+    def is_mature(self, item_ids: np.ndarray) -> np.ndarray:
+        """(B,) bool: items the ranker serves from their own ID embedding."""
+        if self.mature_item_ids.size == 0:
+            return np.zeros(len(item_ids), dtype=bool)
+        positions = np.searchsorted(self.mature_item_ids, item_ids)
+        positions = np.minimum(positions, self.mature_item_ids.size - 1)
+        return self.mature_item_ids[positions] == item_ids
+
+    def encode(self, items: Sequence[WorkItem]) -> EncodedBatch:
+        """Proxies for a batch: ``B events -> EncodedBatch(rows, (B', D_id) proxies, refusals)``."""
+        started = time.perf_counter()
+        self.check_for_new_model()
+        assert self.model is not None and self.manifest is not None
+        manifest = self.manifest
+        rejected: list[Rejection] = []
+        accepted: list[tuple[WorkItem, ContentItem]] = []
+        item_ids = np.array([item.event.item_id for item in items], dtype=np.int64)
+        mature = (
+            self.is_mature(item_ids)
+            if self.config.stream.skip_mature_items
+            else np.zeros(len(items), bool)
+        )
+        for item, is_mature in zip(items, mature, strict=True):
+            if is_mature:
+                rejected.append(
+                    self._rejection(
+                        item,
+                        "item_already_mature",
+                        f"item {item.event.item_id} has at least "
+                        f"{self.config.reader.maturity_threshold} interactions in the ranker's ID "
+                        "space: it is served by its own ID embedding, no proxy is computed",
+                    )
+                )
+                continue
+            content, refusal = self._content(item)
+            if refusal is not None:
+                rejected.append(refusal)
+            else:
+                accepted.append((item, content))
+        rows, vectors, failed = self._proxies(accepted)
+        rejected.extend(failed)
+        return EncodedBatch(
+            rows=tuple(rows),
+            proxies=vectors,
+            rejected=tuple(rejected),
+            model_version=manifest.version,
+            encoder_fingerprint=manifest.encoder_fingerprint,
+            id_space_fingerprint=manifest.id_space_fingerprint,
+            batch_size=len(items),
+            encode_seconds=time.perf_counter() - started,
+        )
+
+    def _content(self, item: WorkItem) -> tuple[ContentItem, Rejection | None]:
+        """The encoder input for one event, or its refusal (image failures)."""
+        event = item.event
+        text = item_content_text(event.model_dump(), self.config.extract.text_fields)
+        reference = event.image_reference
+        if reference is None:
+            return ContentItem(text=text), None
+        try:
+            image = load_image(reference, self.config.encoder.images)
+        except ImageInputError as error:
+            if self.config.stream.image_errors == "dead_letter":
+                return ContentItem(text=text), self._rejection(item, error.reason, str(error))
+            logger.info("item %d: image ignored (%s), encoding text only", event.item_id, error)
+            return ContentItem(text=text), None
+        return ContentItem(text=text, image=image if self.reads_images else None), None
+
+    def _proxies(
+        self, accepted: list[tuple[WorkItem, ContentItem]]
+    ) -> tuple[list[ProxyRow], np.ndarray, list[Rejection]]:
+        """Encode + proxy head; on an encoder error, retry one by one and refuse the failures."""
+        assert self.model is not None and self.manifest is not None
+        width = self.manifest.spec.id_dim
+        if not accepted:
+            return [], np.zeros((0, width), np.float32), []
+        try:
+            proxies = self._run_model([content for _, content in accepted])
+            pairs = [(item, proxies[i]) for i, (item, _) in enumerate(accepted)]
+            failures: list[Rejection] = []
+        except Exception as error:  # the batch fails as a whole: find the item(s) at fault
+            logger.warning("batch of %d failed (%s); encoding one by one", len(accepted), error)
+            pairs, failures = [], []
+            for item, content in accepted:
+                try:
+                    pairs.append((item, self._run_model([content])[0]))
+                except Exception as single_error:
+                    failures.append(
+                        self._rejection(item, "encode_failed", f"encoding failed: {single_error}")
+                    )
+        rows, vectors = [], []
+        for item, vector in pairs:
+            if not np.isfinite(vector).all():
+                failures.append(
+                    self._rejection(
+                        item, "proxy_not_finite", "the model produced NaN or inf for this item"
+                    )
+                )
+                continue
+            rows.append(
+                ProxyRow(
+                    topic=item.topic,
+                    partition=item.partition,
+                    offset=item.offset,
+                    item_id=item.event.item_id,
+                    created_at=item.event.created_at,
+                )
+            )
+            vectors.append(vector)
+        stacked = (
+            np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, width), np.float32)
+        )
+        return rows, stacked, failures
+
+    @torch.inference_mode()
+    def _run_model(self, contents: list[ContentItem]) -> np.ndarray:
+        """``B items -> (B, D_id)`` float32 proxies."""
+        assert self.model is not None and self.manifest is not None
+        output = self.encoder.encode(contents)
+        cluster_states = pool_layer_clusters(output.layer_states, self.manifest.spec.clusters)
+        return self.model.predict(output.global_embedding, cluster_states).numpy()
+
+    def _rejection(self, item: WorkItem, reason: str, message: str) -> Rejection:
+        return Rejection(
+            partition=item.partition,
+            offset=item.offset,
+            item_id=item.event.item_id,
+            reason=reason,
+            message=message,
+            stage="worker",
+        )

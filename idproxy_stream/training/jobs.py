@@ -1,0 +1,246 @@
+"""IDProxy training as two jobs: Stage 1 (coarse proxy), then Stage 2 (fine proxy).
+
+What ``jobs/train_stage1.py`` and ``jobs/train_stage2.py`` run, so that the cheap Stage 1 and
+the heavier Stage 2 (through the ranker, on the logs) can be scheduled and re-run apart.
+
+- :func:`run_stage1` is :func:`~idproxy_stream.training.bundle.train_model_bundle` with the
+  gate closed: it trains the ranker when the bundle has none (and exports its ID space), trains
+  Stage 1, builds the index and publishes a Stage-1-only ProxyModel (``gate_closed``: its proxy
+  is the coarse one) as LATEST. The stream can serve it.
+- :func:`run_stage2` loads a Stage-1 version, keeps its projector, trains the adaptor and the
+  gate through the frozen ranker on the same fit/holdout split of mature items Stage 1 used,
+  recalibrates the index's void threshold on the new proxies of held-out items and publishes
+  the result as LATEST.
+
+Content features: when ``extract.output_path`` holds part files of the configured encoder
+(written by ``idproxy encode`` / ``jobs/encode.py`` on the GPU pool), both stages read them;
+otherwise the catalogue is encoded in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.config import AppConfig
+from idproxy_stream.encoders.features import FeatureTable, feature_files, read_feature_table
+from idproxy_stream.encoders.registry import encoder_fingerprint
+from idproxy_stream.index.id_space import IdSpace
+from idproxy_stream.proxy.model import ProxyModel, ProxyModelError, read_proxy_manifest
+from idproxy_stream.proxy.registry import (
+    latest_version,
+    load_version,
+    publish_version,
+    version_directory,
+)
+from idproxy_stream.ranker.inputs import (
+    FeatureVocab,
+    RankerInputs,
+)
+from idproxy_stream.ranker.training import evaluate_ranker, load_ranker
+from idproxy_stream.training.bundle import (
+    BundleReport,
+    TrainingData,
+    build_neighbour_checker,
+    default_version,
+    encode_catalogue,
+    load_training_data,
+    train_model_bundle,
+)
+from idproxy_stream.training.item_features import RowFeatures
+from idproxy_stream.training.pipeline import new_manifest, stage2_samples
+from idproxy_stream.training.stage1 import split_mature_rows
+from idproxy_stream.training.stage2 import train_stage2
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+class TrainingJobError(ValueError):
+    """A training job cannot run on this bundle; the message says what to run first."""
+
+
+def stored_features(config: AppConfig) -> FeatureTable | None:
+    """The features ``extract.output_path`` holds for the configured encoder, or None."""
+    folder = config.extract.output_path
+    if not folder.is_dir() or not feature_files(folder):
+        return None
+    return read_feature_table(folder, fingerprint=encoder_fingerprint(config.encoder))
+
+
+def run_stage1(
+    config: AppConfig,
+    model_dir: str | Path,
+    version: str | None = None,
+    progress: Progress | None = None,
+) -> BundleReport:
+    """Ranker (if absent) + Stage 1 + index; publish a Stage-1-only ProxyModel as LATEST."""
+    closed = config.stage2.model_copy(update={"gate_closed": True})
+    return train_model_bundle(
+        config.model_copy(update={"stage2": closed}),
+        model_dir,
+        version,
+        features=stored_features(config),
+        progress=progress,
+    )
+
+
+@dataclass
+class Stage2Inputs:
+    """What Stage 2 trains on, read back from the bundle and the dataset."""
+
+    ranker: torch.nn.Module
+    id_space: IdSpace
+    vocab: FeatureVocab
+    row_features: RowFeatures
+    samples: dict[str, RankerInputs]
+    summary: dict
+
+
+def check_stage1_version(layout: BundleLayout, version: str | None) -> str:
+    """``version`` (LATEST when None) if the bundle has a ranker and it is a Stage-1 model."""
+    if not (layout.ranker / "ranker.json").is_file() or not layout.id_space.is_dir():
+        raise TrainingJobError(
+            f"{layout.root} holds no ranker and ID space: run Stage 1 first "
+            "(jobs/train_stage1.py or `idproxy train`)"
+        )
+    version = version or latest_version(layout.registry)
+    if version is None:
+        raise TrainingJobError(f"{layout.registry} holds no model: run Stage 1 first")
+    if not read_proxy_manifest(version_directory(layout.registry, version)).spec.gate_closed:
+        raise TrainingJobError(
+            f"model version {version} already has an open gate (a Stage 2 model): pass the "
+            "version jobs/train_stage1.py published"
+        )
+    return version
+
+
+def stage2_inputs(data: TrainingData, layout: BundleLayout, features: FeatureTable) -> Stage2Inputs:
+    """The frozen ranker, its ID space, features by ranker row and the encoded samples."""
+    ranker = load_ranker(layout.ranker)
+    for parameter in ranker.parameters():
+        parameter.requires_grad_(False)
+    row_features = RowFeatures.from_table(
+        features, data.vocab.item_rows(features.item_ids), data.vocab.num_item_rows
+    )
+    return Stage2Inputs(
+        ranker, IdSpace.load(layout.id_space), data.vocab, row_features, data.samples, data.summary
+    )
+
+
+def run_stage2(
+    config: AppConfig,
+    model_dir: str | Path,
+    stage1_version: str | None = None,
+    version: str | None = None,
+    progress: Progress | None = None,
+) -> BundleReport:
+    """Train Stage 2 on top of a published Stage-1 version (LATEST when None); publish it.
+
+    Raises :class:`TrainingJobError` when the bundle has no ranker or the version is not a
+    Stage-1 model, and :class:`~idproxy_stream.proxy.model.ProxyModelMismatchError` when the
+    features or the ID space differ from the ones Stage 1 used.
+    """
+    say = progress or (lambda message: logger.info(message))
+    layout = BundleLayout(Path(model_dir))
+    version = version or default_version()
+    started = time.perf_counter()
+    stage1_version = check_stage1_version(layout, stage1_version)
+    data = load_training_data(config)
+    features = stored_features(config)
+    if features is None:
+        features = encode_catalogue(config, data.dataset.items)
+    inputs = stage2_inputs(data, layout, features)
+    coarse, stage1_manifest = load_version(
+        layout.registry,
+        stage1_version,
+        expected_encoder_fingerprint=features.encoder_fingerprint,
+        expected_id_space_fingerprint=inputs.id_space.fingerprint,
+    )
+    if coarse.spec.clusters != features.clusters:
+        raise ProxyModelError(
+            f"model version {stage1_manifest.version} uses layer clusters "
+            f"{coarse.spec.clusters.boundaries}, the features {features.clusters.boundaries}: "
+            "train Stage 1 again on these features"
+        )
+    say(f"stage 2: from Stage-1 version {stage1_manifest.version}")
+
+    # The same mature items and fit/holdout split as Stage 1 (train_stage1 keeps the mature
+    # items that have features, then splits them with its seed).
+    mature_ids = inputs.id_space.item_ids[inputs.id_space.mature_mask(config.stage1.tau)]
+    mature_rows = torch.from_numpy(inputs.vocab.item_rows(mature_ids))
+    mature_rows = mature_rows[inputs.row_features.has_features[mature_rows]]
+    fit_rows, holdout_rows = split_mature_rows(
+        mature_rows, config.stage1.holdout_fraction, config.stage1.seed
+    )
+    spec = replace(
+        coarse.spec,
+        adaptor_hidden=config.stage2.hidden_dim,
+        dropout=config.stage2.dropout,
+        gate_closed=config.stage2.gate_closed,
+    )
+    torch.manual_seed(config.stage2.seed)  # the adaptor's and gate's initial weights
+    model = ProxyModel(spec)
+    model.projector.load_state_dict(coarse.projector.state_dict())
+    train_samples, valid_samples = stage2_samples(
+        RankerInputs.concat([inputs.samples["warm_train"], inputs.samples["warm_valid"]]),
+        inputs.samples["rare"] if config.stage2.use_rare_items else None,
+        fit_rows,
+        holdout_rows,
+        inputs.row_features,
+        config.stage2.max_rare_samples,
+        config.stage2.seed,
+    )
+    result = train_stage2(
+        model, inputs.ranker, inputs.row_features, train_samples, valid_samples, config.stage2
+    )
+    say(f"stage 2: held-out-item AUC {result.metrics.get('best_valid_auc', float('nan')):.4f}")
+
+    checker = build_neighbour_checker(
+        result.model, inputs.row_features, holdout_rows, inputs.vocab, inputs.id_space, config
+    )
+    checker.save(layout.index)
+
+    warm_auc = evaluate_ranker(inputs.ranker, inputs.samples["warm_test"])["auc"]
+    metrics = {
+        **{k: v for k, v in stage1_manifest.metrics.items() if k.startswith("stage1_")},
+        **{f"stage2_{name}": value for name, value in result.metrics.items()},
+        "ranker_warm_test_auc": warm_auc,
+    }
+    manifest = new_manifest(
+        result.model,
+        version,
+        features.encoder_fingerprint,
+        inputs.id_space.fingerprint,
+        training={
+            **inputs.summary,
+            "stage1_version": stage1_manifest.version,
+            "stage2": config.stage2.model_dump(mode="json"),
+        },
+        metrics=metrics,
+    )
+    publish_version(result.model, manifest, layout.registry)
+    timings = {"stage2": time.perf_counter() - started}
+    layout.summary.write_text(
+        json.dumps(
+            {"version": version, **inputs.summary, "metrics": metrics, "timings": timings},
+            indent=1,
+            default=float,
+        )
+    )
+    return BundleReport(
+        model_dir=layout.root,
+        version=version,
+        dataset=inputs.summary["dataset"],
+        split=inputs.summary["split"],
+        metrics=metrics,
+        timings=timings,
+    )

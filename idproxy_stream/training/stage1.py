@@ -1,0 +1,178 @@
+"""Stage 1: contrastive alignment of content to the mature items' ID embeddings.
+
+The projector phi maps each mature item's global content embedding to a direction; the target
+is the item's L2-normalised ID embedding from the frozen ranker (centred on the mature mean
+first when ``center_targets``: every ID shares a large common component, and without centring
+the contrastive loss spends its capacity on it). The loss is the symmetric InfoNCE over in-batch
+negatives (content->ID and ID->content), with a temperature that is fixed or learned. After
+training, the proxy's length is calibrated by least squares on held-out mature items (see
+``proxy/projector.py``), and Recall@1/10 of each held-out item's own ID among all mature IDs is
+reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from idproxy_stream.config import Stage1Config
+from idproxy_stream.proxy.projector import CoarseProjector
+from idproxy_stream.training.item_features import RowFeatures
+
+logger = logging.getLogger(__name__)
+
+
+class Stage1Error(ValueError):
+    """Stage 1 cannot run on the data given; the message says what to fix."""
+
+
+@dataclass
+class Stage1Result:
+    """The trained projector and what training measured."""
+
+    projector: CoarseProjector
+    fit_rows: torch.Tensor
+    holdout_rows: torch.Tensor
+    loss_history: list[float] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def split_mature_rows(
+    mature_rows: torch.Tensor, holdout_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (fit, holdout) partition of mature item rows; deterministic for a seed."""
+    generator = torch.Generator().manual_seed(seed)
+    order = mature_rows[torch.randperm(len(mature_rows), generator=generator)]
+    num_holdout = round(len(order) * holdout_fraction)
+    return order[num_holdout:].sort().values, order[:num_holdout].sort().values
+
+
+def contrastive_targets(id_embedding: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(N, D_id) raw IDs -> (N, D_id) unit targets ``normalize(id - centre)``."""
+    return F.normalize(id_embedding - centre, dim=-1)
+
+
+def symmetric_info_nce(
+    directions: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE over in-batch negatives: (B, D), (B, D) unit vectors -> scalar."""
+    logits = directions @ targets.T / temperature
+    labels = torch.arange(len(directions))
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+@torch.no_grad()
+def retrieval_recall(
+    directions: torch.Tensor,
+    own_positions: torch.Tensor,
+    candidates: torch.Tensor,
+    ks: tuple[int, ...] = (1, 10),
+) -> dict[str, float]:
+    """Recall@k of each query's own target among all candidates.
+
+    Args:
+        directions: (Q, D) unit query vectors.
+        own_positions: (Q,) index of each query's true target in ``candidates``.
+        candidates: (M, D) unit target vectors.
+    """
+    scores = directions @ candidates.T
+    own = scores.gather(1, own_positions.unsqueeze(1))
+    rank = (scores > own).sum(1)
+    return {f"recall@{k}": float((rank < k).float().mean()) for k in ks}
+
+
+def train_stage1(
+    features: RowFeatures,
+    id_table: torch.Tensor,
+    mature_rows: torch.Tensor,
+    config: Stage1Config,
+) -> Stage1Result:
+    """Train the coarse projector on mature items.
+
+    Args:
+        features: encoder features by ranker row.
+        id_table: (N_rows, D_id) the frozen ranker's ID embeddings.
+        mature_rows: (M,) rows of mature items (interactions >= tau).
+        config: Stage 1 settings.
+    """
+    mature_rows = mature_rows[features.has_features[mature_rows]]
+    if len(mature_rows) < 4:
+        raise Stage1Error(
+            f"Stage 1 needs at least 4 mature items with content features, found "
+            f"{len(mature_rows)}: lower stage1.tau or check that features cover the catalogue"
+        )
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    fit_rows, holdout_rows = split_mature_rows(mature_rows, config.holdout_fraction, config.seed)
+    id_table = id_table.detach()
+    projector = CoarseProjector(
+        features.encoder_dim, id_table.shape[1], config.hidden_dim, config.dropout
+    )
+    centre = id_table[fit_rows].mean(0) if config.center_targets else torch.zeros(id_table.shape[1])
+    projector.centre.copy_(centre)
+    log_temperature = torch.nn.Parameter(
+        torch.tensor(math.log(config.temperature)), requires_grad=config.learn_temperature
+    )
+    parameters = [*projector.parameters(), log_temperature]
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    targets = contrastive_targets(id_table, centre)
+    result = Stage1Result(projector=projector, fit_rows=fit_rows, holdout_rows=holdout_rows)
+    projector.train()
+    for _ in range(config.epochs):
+        order = fit_rows[torch.randperm(len(fit_rows), generator=generator)]
+        epoch_loss, batches = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            if len(rows) < 2:
+                continue
+            directions = projector.direction(features.global_embedding[rows])
+            temperature = log_temperature.exp().clamp(0.01, 1.0)
+            loss = symmetric_info_nce(directions, targets[rows], temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            epoch_loss, batches = epoch_loss + float(loss.detach()), batches + 1
+        result.loss_history.append(epoch_loss / max(batches, 1))
+    projector.eval()
+
+    calibration_rows = holdout_rows if len(holdout_rows) else fit_rows
+    scale = projector.calibrate(
+        features.global_embedding[calibration_rows], id_table[calibration_rows]
+    )
+    result.metrics = {
+        "scale": scale,
+        "temperature": float(log_temperature.detach().exp().clamp(0.01, 1.0)),
+        "final_loss": result.loss_history[-1] if result.loss_history else float("nan"),
+        "mature_items": len(mature_rows),
+        "seconds": time.perf_counter() - started,
+    }
+    if len(holdout_rows):
+        result.metrics.update(
+            stage1_recall(projector, features, targets, mature_rows, holdout_rows)
+        )
+    logger.info("stage 1: %s", result.metrics)
+    return result
+
+
+@torch.no_grad()
+def stage1_recall(
+    projector: CoarseProjector,
+    features: RowFeatures,
+    targets: torch.Tensor,
+    mature_rows: torch.Tensor,
+    query_rows: torch.Tensor,
+) -> dict[str, float]:
+    """Recall@1/10 of each query item's own ID among all mature IDs."""
+    projector.eval()
+    position_of_row = {int(row): position for position, row in enumerate(mature_rows)}
+    own = torch.tensor([position_of_row[int(row)] for row in query_rows])
+    directions = projector.direction(features.global_embedding[query_rows])
+    return retrieval_recall(directions, own, targets[mature_rows])

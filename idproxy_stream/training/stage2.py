@@ -1,0 +1,185 @@
+"""Stage 2: train the fine adaptor and the residual gate end-to-end through the frozen ranker.
+
+For every training sample the candidate item's ID embedding is replaced by its proxy
+``p = p_coarse + g * p_fine``, computed from the item's content features; with probability
+``history_proxy_probability`` each behaviour item's ID embedding is replaced by its proxy too, so
+the proxy is trained for the target attention as well as for the feature interaction. The loss is
+the ranker's own click loss (BCE). Only the adaptor and the gate learn: the ranker and the Stage 1
+projector are frozen (their weights are bit-identical afterwards), and the encoder is not involved
+at all (features are cached).
+
+Model selection: after each epoch, AUC on samples of *held-out items* (mature items that Stage 2
+never trains on), with their candidate embedding replaced by the proxy; the best epoch's weights
+are kept. Selecting on held-out items, not held-out samples of training items, is what measures
+generalisation to new items.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from idproxy_stream.config import Stage2Config
+from idproxy_stream.proxy.model import ProxyModel
+from idproxy_stream.ranker.adapter import RankerAdapter
+from idproxy_stream.ranker.inputs import RankerBatch, RankerInputs
+from idproxy_stream.ranker.metrics import roc_auc
+from idproxy_stream.training.item_features import RowFeatures
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage2Result:
+    model: ProxyModel
+    valid_auc: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def proxies_for_rows(model: ProxyModel, features: RowFeatures, rows: torch.Tensor) -> torch.Tensor:
+    """Proxies for item rows of any shape: (...) -> (..., D_id), each distinct row computed once."""
+    unique, inverse = torch.unique(rows, return_inverse=True)
+    proxies = model(features.global_embedding[unique], features.cluster_states[unique])
+    return proxies[inverse]
+
+
+def proxy_override(
+    model: ProxyModel,
+    features: RowFeatures,
+    id_table: torch.Tensor,
+    batch: RankerBatch,
+    history_probability: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Candidate proxies (B, D) and, if asked, behaviour embeddings with some proxies (B, H, D)."""
+    candidate = proxies_for_rows(model, features, batch.item)
+    if history_probability <= 0.0:
+        return candidate, None
+    replace = (
+        (torch.rand(batch.history.shape, generator=generator) < history_probability)
+        & features.has_features[batch.history]
+        & (batch.history > 0)
+    )
+    history = id_table[batch.history]
+    if bool(replace.any()):
+        history = history.clone()
+        history[replace] = proxies_for_rows(model, features, batch.history[replace])
+    return candidate, history
+
+
+@torch.no_grad()
+def proxy_auc(
+    model: ProxyModel,
+    ranker: RankerAdapter,
+    features: RowFeatures,
+    samples: RankerInputs,
+    batch_size: int = 4096,
+) -> float:
+    """AUC of the ranker on ``samples`` with each candidate's ID replaced by its proxy."""
+    model.eval()
+    logits = [
+        ranker.forward(batch, proxies_for_rows(model, features, batch.item))
+        for batch in samples.batches(batch_size)
+    ]
+    return roc_auc(samples.label.numpy(), torch.cat(logits).numpy())
+
+
+def train_stage2(
+    model: ProxyModel,
+    ranker: RankerAdapter,
+    features: RowFeatures,
+    train_samples: RankerInputs,
+    valid_samples: RankerInputs,
+    config: Stage2Config,
+) -> Stage2Result:
+    """Train ``model``'s adaptor and gate in place; see the module docstring.
+
+    Args:
+        model: a ProxyModel whose projector Stage 1 trained.
+        ranker: the frozen ranker (any RankerAdapter).
+        features: encoder features by ranker row.
+        train_samples: samples whose candidates are proxied during training.
+        valid_samples: samples of held-out items, for model selection.
+        config: Stage 2 settings.
+    """
+    result = Stage2Result(model=model)
+    if model.gate.closed:
+        logger.info("stage 2: gate closed, the proxy is the Stage 1 proxy; nothing to train")
+        return result
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    ranker_parameters = list(ranker.parameters()) if hasattr(ranker, "parameters") else []
+    requires_grad = [p.requires_grad for p in ranker_parameters]
+    for parameter in ranker_parameters:
+        parameter.requires_grad_(False)
+    if hasattr(ranker, "eval"):
+        ranker.eval()
+    for parameter in model.projector.parameters():
+        parameter.requires_grad_(False)
+    trainable = [*model.adaptor.parameters(), *model.gate.parameters()]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    id_table = ranker.id_embedding_table().detach()
+    generator = torch.Generator().manual_seed(config.seed)
+    best_auc = proxy_auc(model, ranker, features, valid_samples)
+    result.valid_auc.append(best_auc)
+    best_state = copy.deepcopy(model.state_dict())
+    try:
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            model.projector.eval()
+            for batch in train_samples.batches(
+                config.batch_size, shuffle=True, generator=generator
+            ):
+                candidate, history = proxy_override(
+                    model,
+                    features,
+                    id_table,
+                    batch,
+                    config.history_proxy_probability,
+                    generator,
+                )
+                loss = F.binary_cross_entropy_with_logits(
+                    ranker.forward(batch, candidate, history), batch.label
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            auc = proxy_auc(model, ranker, features, valid_samples)
+            result.valid_auc.append(auc)
+            logger.info("stage 2 epoch %d held-out-item auc %.4f", epoch, auc)
+            if auc > best_auc:
+                best_auc, result.best_epoch = auc, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            elif epoch - result.best_epoch >= config.patience:
+                break
+    finally:
+        for parameter, flag in zip(ranker_parameters, requires_grad, strict=True):
+            parameter.requires_grad_(flag)
+        for parameter in model.projector.parameters():
+            parameter.requires_grad_(True)
+    model.load_state_dict(best_state)
+    model.eval()
+    result.metrics = {
+        "best_valid_auc": best_auc,
+        "stage1_valid_auc": result.valid_auc[0],
+        "best_epoch": float(result.best_epoch),
+        "seconds": time.perf_counter() - started,
+        "train_samples": float(len(train_samples)),
+        "valid_samples": float(len(valid_samples)),
+    }
+    return result
+
+
+def samples_of_items(samples: RankerInputs, item_rows: torch.Tensor) -> RankerInputs:
+    """The samples whose candidate is one of ``item_rows``."""
+    mask = torch.from_numpy(np.isin(samples.item.numpy(), item_rows.numpy()))
+    return samples.subset(mask)

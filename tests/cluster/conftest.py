@@ -1,0 +1,463 @@
+"""Cluster fixtures: a real Ray head started with ``ray start --head``, the embedded broker, and
+a model bundle trained by the two training jobs (Stage 1, then Stage 2).
+
+The head runs on free loopback ports with a temp dir this fixture owns and token auth off
+(``RAY_AUTH_MODE=disabled``). ``ray stop`` would stop every Ray on the machine — other
+sessions' included — so teardown ends exactly the processes this head started instead: those
+in the session ``ray start`` ran in, plus their descendants (job drivers start their own
+session under the job supervisor actor). Jobs go through ``ray job submit`` / ``ray job stop``
+(the CLI a user runs); their status and logs are read over the head's HTTP job API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from idproxy_stream.config import AppConfig, config_from_dict
+from idproxy_stream.events import NewItemEvent
+from idproxy_stream.stream.broker import EmbeddedBroker
+
+REPO = Path(__file__).resolve().parents[2]
+RAY_BIN = Path(sys.executable).parent / "ray"
+HEAD_RESOURCES = {"cpu_node": 100, "encoder_node": 100}
+
+TINY_TRAINING = {
+    "data": {
+        "synthetic": {
+            "num_items": 240,
+            "num_users": 120,
+            "interactions_per_user": 40,
+            "with_images": False,
+        }
+    },
+    "split": {"warm_min_interactions": 30, "cold_min": 16, "cold_max": 30, "warmup_size": 5},
+    "ranker": {"epochs": 1},
+    "stage1": {"epochs": 10, "tau": 10},
+    "stage2": {"epochs": 2},
+    "encoder": {"text": {"num_threads": 2}, "layers": {"calibration_size": 64}},
+    "index": {"k": 5},
+}
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+STAGE1_VERSION = "v1-coarse"
+STAGE2_VERSION = "v2-fine"
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` every 0.2 s until it holds; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def new_event(item_id: int) -> NewItemEvent:
+    """A valid event for an item the ranker has never seen (ids >= 10,000)."""
+    return NewItemEvent(
+        item_id=item_id,
+        created_at=T0 + timedelta(seconds=item_id % 1000),
+        title=f"A new film number {item_id}",
+        tags=("drama", "new" if item_id % 2 else "classic"),
+    )
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports that were free on 127.0.0.1 a moment ago."""
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            sockets.append(probe)
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, session id) for every process, read from /proc."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        table[int(name)] = (int(fields[1]), int(fields[3]))
+    return table
+
+
+def session_processes(session_id: int) -> set[int]:
+    """Live processes of ``session_id`` and all their descendants (in any session)."""
+    table = _process_table()
+    members = {pid for pid, (_, sid) in table.items() if sid == session_id}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in table.items() if ppid in members} - members
+        members |= children
+        grew = bool(children)
+    return {pid for pid in members if _alive(pid)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def end_processes(pids: set[int], grace_s: float = 2.0) -> None:
+    """SIGTERM ``pids``, then SIGKILL what is still alive after ``grace_s``."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------- head
+
+
+@dataclass
+class RayHead:
+    """A Ray head node started with ``ray start --head`` in its own session."""
+
+    temp_dir: Path
+    ports: dict[str, int]
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+    submitted: list[str] = field(default_factory=list)
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['dashboard']}"
+
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.ports['gcs']}"
+
+    def start(self) -> RayHead:
+        """Launch ``ray start --head`` (returns at once; :meth:`wait_ready` waits for it)."""
+        command = [
+            str(RAY_BIN),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.ports['gcs']}",
+            f"--dashboard-port={self.ports['dashboard']}",
+            "--dashboard-host=127.0.0.1",
+            "--include-dashboard=true",
+            f"--ray-client-server-port={self.ports['client']}",
+            f"--node-manager-port={self.ports['node_manager']}",
+            f"--object-manager-port={self.ports['object_manager']}",
+            f"--metrics-export-port={self.ports['metrics']}",
+            f"--dashboard-agent-listen-port={self.ports['agent_http']}",
+            f"--dashboard-agent-grpc-port={self.ports['agent_grpc']}",
+            f"--runtime-env-agent-port={self.ports['runtime_env']}",
+            f"--temp-dir={self.temp_dir}",
+            "--num-cpus=2",
+            f"--resources={json.dumps(HEAD_RESOURCES)}",
+            "--disable-usage-stats",
+        ]
+        log = (self.temp_dir / "ray-start.log").open("wb")
+        self.process = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout_s: float = 120.0) -> RayHead:
+        """Block until ``ray start`` finished and the job API answers."""
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"ray start took over {timeout_s} s") from None
+        if code != 0:
+            log = (self.temp_dir / "ray-start.log").read_text(errors="replace")
+            raise AssertionError(f"ray start failed ({code}):\n{log[-3000:]}")
+        client = self.client()
+        wait_until(lambda: _answers(client), timeout_s, "the Ray job API")
+        return self
+
+    def client(self):
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.dashboard_url)
+
+    def ray_cli(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
+        """Run ``ray ARGS`` against this head; fails the test on a non-zero exit."""
+        done = subprocess.run(
+            [str(RAY_BIN), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=REPO,
+        )
+        assert done.returncode == 0, f"ray {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        return done
+
+    def submit(
+        self,
+        entrypoint: list[str],
+        env_vars: dict[str, str] | None = None,
+        entrypoint_resources: dict[str, float] | None = None,
+    ) -> str:
+        """``ray job submit --no-wait --working-dir <repo>`` the entrypoint; returns its id."""
+        self.wait_ready()
+        submission_id = f"idproxy-test-{uuid.uuid4().hex[:8]}"
+        runtime_env = {"env_vars": {"RAY_AUTH_MODE": "disabled", **(env_vars or {})}}
+        args = [
+            "job",
+            "submit",
+            f"--address={self.dashboard_url}",
+            f"--submission-id={submission_id}",
+            f"--working-dir={REPO}",
+            f"--runtime-env-json={json.dumps(runtime_env)}",
+            "--no-wait",
+        ]
+        if entrypoint_resources:
+            args.append(f"--entrypoint-resources={json.dumps(entrypoint_resources)}")
+        self.ray_cli(*args, "--", *entrypoint)
+        self.submitted.append(submission_id)
+        return submission_id
+
+    def status(self, submission_id: str) -> str:
+        return str(self.client().get_job_status(submission_id).value)
+
+    def logs(self, submission_id: str) -> str:
+        return self.client().get_job_logs(submission_id)
+
+    def wait_for(self, submission_id: str, statuses: set[str], timeout_s: float) -> str:
+        """Wait until the job reaches one of ``statuses``; its logs are in the failure."""
+        terminal = {"SUCCEEDED", "FAILED", "STOPPED"}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.status(submission_id)
+            if status in statuses:
+                return status
+            if status in terminal or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"job {submission_id} is {status}, expected {statuses}:\n"
+                    f"{self.logs(submission_id)[-4000:]}"
+                )
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop this head's jobs, then end every process it started; remove its temp dir."""
+        if self.process is not None and self.process.poll() is not None:
+            client = self.client()
+            for submission_id in self.submitted:
+                try:
+                    if self.status(submission_id) in ("PENDING", "RUNNING"):
+                        client.stop_job(submission_id)
+                except Exception:  # the head may be half-started
+                    pass
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            end_processes(session_processes(self.process.pid))
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _answers(client) -> bool:
+    try:
+        client.list_jobs()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> RayHead:
+    """A 2-CPU Ray head advertising ``cpu_node`` and ``encoder_node``; started in the
+    background (tests wait for it with ``wait_ready``/``submit``), ended at session end."""
+    # Unix socket paths live under the temp dir: keep it short (pytest's tmp paths are long).
+    temp_dir = Path(tempfile.mkdtemp(prefix="idp-ray-", dir="/tmp"))
+    names = [
+        "gcs",
+        "dashboard",
+        "client",
+        "node_manager",
+        "object_manager",
+        "metrics",
+        "agent_http",
+        "agent_grpc",
+        "runtime_env",
+    ]
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    head = RayHead(temp_dir, dict(zip(names, free_ports(len(names)), strict=True)), env)
+    head.start()
+    yield head
+    head.stop()
+
+
+# ----------------------------------------------------------------------- data, models
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory) -> EmbeddedBroker:
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("tansu") / "broker.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def features_dir(tmp_path_factory, ray_head) -> Path:
+    """MiniLM features of the tiny catalogue, written where ``jobs/encode.py`` would put them.
+
+    Asks for ``ray_head`` only to start it early: its start (mostly waiting) overlaps the
+    encoding and training here instead of adding to the job tests' time.
+    """
+    from idproxy_stream.data.loading import load_dataset
+    from idproxy_stream.encoders.extract import extract_features
+    from idproxy_stream.encoders.registry import build_encoder
+
+    config = config_from_dict(TINY_TRAINING)
+    folder = tmp_path_factory.mktemp("features")
+    table = extract_features(
+        build_encoder(config.encoder),
+        load_dataset(config.data).items,
+        batch_size=64,
+        text_fields=config.extract.text_fields,
+        image_config=config.encoder.images,
+        layer_config=config.encoder.layers,
+    )
+    table.write_parquet(folder / f"part-{table.encoder_fingerprint}-0.parquet")
+    return folder
+
+
+@dataclass(frozen=True)
+class Bundle:
+    model_dir: Path
+    features_dir: Path
+    stage1_report: object
+    stage2_report: object
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory, features_dir) -> Bundle:
+    """Ranker + Stage 1 (``v1-coarse``) then Stage 2 (``v2-fine``, LATEST), by the job functions."""
+    from idproxy_stream.training.jobs import run_stage1, run_stage2
+
+    model_dir = tmp_path_factory.mktemp("bundle") / "model"
+    config = training_config(features_dir)
+    first = run_stage1(config, model_dir, STAGE1_VERSION)
+    second = run_stage2(config, model_dir, STAGE1_VERSION, STAGE2_VERSION)
+    return Bundle(model_dir, features_dir, first, second)
+
+
+def training_config(features_dir: Path, **sections) -> AppConfig:
+    raw = {**TINY_TRAINING, "extract": {"output_path": str(features_dir)}}
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return config_from_dict(raw, "test settings")
+
+
+@pytest.fixture
+def job_settings(tmp_path, broker, bundle) -> Callable[..., dict]:
+    """Factory: raw config sections for one test (own topic, group, store) on the bundle."""
+
+    def make(**sections) -> dict:
+        suffix = uuid.uuid4().hex[:8]
+        raw = {
+            **TINY_TRAINING,
+            "encoder": {**TINY_TRAINING["encoder"], "text": {"num_threads": 1}},
+            "extract": {"output_path": str(bundle.features_dir)},
+            "kafka": {
+                "bootstrap_servers": broker.bootstrap_servers,
+                "topic": f"items-{suffix}",
+                "dead_letter_topic": f"items-{suffix}.dlq",
+                "group_id": f"group-{suffix}",
+                "session_timeout_ms": 2_000,
+                "heartbeat_interval_ms": 500,
+                "fetch_max_wait_ms": 10,
+                "request_timeout_ms": 5_000,
+                "ensure_topics": True,
+                "topic_partitions": 2,
+            },
+            "stream": {
+                "model_dir": str(bundle.model_dir),
+                "num_workers": 1,
+                "worker_num_cpus": 0.25,
+                "source_num_cpus": 0.1,
+                "sink_num_cpus": 0.1,
+                "max_batch_size": 16,
+                "metrics_port": None,
+                "drain_timeout_s": 30,
+                "log_level": "WARNING",
+                "status_interval_s": 0.5,
+            },
+            "backfill": {
+                "num_workers": 2,
+                "worker_num_cpus": 0.25,
+                "sink_num_cpus": 0.1,
+                "batch_size": 16,
+                "idle_timeout_s": 10,
+            },
+            "cluster": {
+                "source_resources": {"cpu_node": 0.01},
+                "sink_resources": {"cpu_node": 0.01},
+                "worker_resources": {"encoder_node": 0.01},
+            },
+            "store": {"sqlite": {"path": str(tmp_path / "proxies.sqlite")}},
+        }
+        for section, values in sections.items():
+            raw[section] = {**raw.get(section, {}), **values}
+        return raw
+
+    return make
+
+
+def write_config(raw: dict, path: Path) -> Path:
+    """Write a raw config as the YAML file a job reads (validated first)."""
+    import yaml
+
+    config_from_dict(raw, "test settings")
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(raw, default=str))))
+    return path
+
+
+def in_process_proxies(config: AppConfig, version: str, items) -> dict[int, np.ndarray]:
+    """Item id -> proxy that a worker pinned to ``version`` computes here, for comparison."""
+    from idproxy_stream.backfill.pinned import PinnedVersionWorker
+
+    worker = PinnedVersionWorker(config, version, setup_logging=False)
+    batch = worker.encode(list(items))
+    return {row.item_id: batch.proxies[i] for i, row in enumerate(batch.rows)}

@@ -1,0 +1,66 @@
+"""``training/jobs.py`` and ``jobs/train_stage2.py``: Stage 1 and Stage 2 as separate jobs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+import torch
+
+from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.encoders.features import read_feature_table
+from idproxy_stream.proxy.registry import latest_version, list_versions, load_version
+from idproxy_stream.training.jobs import TrainingJobError, run_stage2
+
+from .conftest import REPO, STAGE1_VERSION, STAGE2_VERSION, training_config, write_config
+
+
+def same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
+    theirs = second.state_dict()
+    return all(torch.equal(value, theirs[name]) for name, value in first.state_dict().items())
+
+
+def test_stage2_keeps_the_stage1_projector_and_publishes_an_open_gate(bundle):
+    registry = BundleLayout(bundle.model_dir).registry
+    coarse, coarse_manifest = load_version(registry, STAGE1_VERSION)
+    fine, fine_manifest = load_version(registry, STAGE2_VERSION)
+    assert coarse.spec.gate_closed and not fine.spec.gate_closed
+    assert same_weights(coarse.projector, fine.projector)  # Stage 2 trains adaptor + gate only
+    assert latest_version(registry) == STAGE2_VERSION
+    assert fine_manifest.training["stage1_version"] == STAGE1_VERSION
+    # Both stages read the features the encode job left in extract.output_path.
+    fingerprint = read_feature_table(bundle.features_dir).encoder_fingerprint
+    assert coarse_manifest.encoder_fingerprint == fine_manifest.encoder_fingerprint == fingerprint
+    metrics = bundle.stage2_report.metrics
+    assert metrics["stage2_best_valid_auc"] >= metrics["stage2_stage1_valid_auc"]
+    assert metrics["stage1_recall@10"] == coarse_manifest.metrics["stage1_recall@10"]
+
+
+def test_stage2_refuses_a_bundle_without_stage1_or_a_stage2_version(bundle, tmp_path):
+    config = training_config(bundle.features_dir)
+    with pytest.raises(TrainingJobError, match="run Stage 1 first"):
+        run_stage2(config, tmp_path / "empty")
+    with pytest.raises(TrainingJobError, match="already has an open gate"):
+        run_stage2(config, bundle.model_dir, STAGE2_VERSION)
+
+
+def test_train_stage2_job_publishes_a_new_latest_version(bundle, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(bundle.model_dir, model_dir)
+    raw = json.loads(training_config(bundle.features_dir).model_dump_json())
+    path = write_config(raw, tmp_path / "train.yaml")
+    spec = importlib.util.spec_from_file_location("train_stage2", REPO / "jobs/train_stage2.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    argv = ["--config", str(path), "--model-dir", str(model_dir)]
+    assert job.main([*argv, "--stage1-version", STAGE1_VERSION, "--version", "v3"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["version"] == "v3" and "stage2_best_valid_auc" in printed["metrics"]
+    registry = BundleLayout(model_dir).registry
+    assert latest_version(registry) == "v3"
+    before = list_versions(BundleLayout(bundle.model_dir).registry)
+    assert list_versions(registry) == sorted([*before, "v3"])
+    coarse, _ = load_version(registry, STAGE1_VERSION)
+    assert same_weights(coarse.projector, load_version(registry, "v3")[0].projector)

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny synthetic dataset, its split, and planted content features.
+
+The planted features are a noisy linear function of the generator's true item factors, so
+content really does predict what the ranker learns about an item, in milliseconds and without
+running an encoder (encoder tests run the real encoders).
+"""
+
+from __future__ import annotations
+
+import pytest
+from tests_helpers import planted_feature_table
+
+from idproxy_stream.config import RankerConfig, SplitConfig, SyntheticDataConfig
+from idproxy_stream.data.schema import RecDataset
+from idproxy_stream.data.split import ColdStartSplit, build_cold_start_split
+from idproxy_stream.data.synthetic import generate_synthetic
+from idproxy_stream.encoders.features import FeatureTable
+
+TINY_SPLIT = SplitConfig(warm_min_interactions=40, cold_min=16, cold_max=40, warmup_size=3)
+TINY_RANKER = RankerConfig(epochs=10, batch_size=128, learning_rate=1e-2, patience=3, num_threads=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset() -> RecDataset:
+    return generate_synthetic(
+        SyntheticDataConfig(num_items=300, num_users=300, interactions_per_user=40, seed=3)
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tiny_dataset: RecDataset) -> ColdStartSplit:
+    return build_cold_start_split(tiny_dataset, TINY_SPLIT)
+
+
+@pytest.fixture(scope="session")
+def planted_features(tiny_dataset: RecDataset) -> FeatureTable:
+    return planted_feature_table(tiny_dataset)
+
+
+@pytest.fixture(scope="session")
+def encoded_parts(tiny_dataset, tiny_split):
+    """(vocab, {part name: RankerInputs}) for the tiny split."""
+    from idproxy_stream.ranker.inputs import FeatureVocab, ItemSideFeatures, encode_samples
+
+    vocab = FeatureVocab.from_dataset(tiny_dataset)
+    side = ItemSideFeatures.from_dataset(tiny_dataset, vocab)
+    parts = {
+        name: encode_samples(frame, tiny_dataset, vocab, side)
+        for name, frame in tiny_split.parts.items()
+    }
+    return vocab, parts
+
+
+@pytest.fixture(scope="session")
+def tiny_ranker(encoded_parts):
+    """A reference ranker trained on the tiny warm split (frozen: do not train it further)."""
+    from idproxy_stream.ranker.training import train_ranker
+
+    vocab, parts = encoded_parts
+    ranker, _ = train_ranker(parts["warm_train"], parts["warm_valid"], TINY_RANKER, vocab)
+    return ranker

@@ -1,0 +1,268 @@
+import base64
+import http.server
+import io
+import socket
+import struct
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from idproxy_stream.config import ImageInputConfig
+from idproxy_stream.encoders.images import (
+    ImageDecompressionBombError,
+    ImageFetchError,
+    ImageInputError,
+    ImageNotFoundError,
+    ImageOutsideAllowedRootsError,
+    ImageSourceUnsupportedError,
+    ImageTooLargeError,
+    ImageUndecodableError,
+    load_image,
+)
+
+from .conftest import png_bytes
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_bilevel_png_bomb(path: Path, side: int) -> Path:
+    """A complete, valid 1-bit PNG of side x side black pixels: tiny on disk, huge decoded."""
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", body)
+        + png_chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.fixture
+def roots(tmp_path) -> tuple[Path, Path]:
+    allowed = tmp_path / "allowed"
+    outside = tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    return allowed, outside
+
+
+def file_config(allowed: Path, **overrides) -> ImageInputConfig:
+    return ImageInputConfig(allowed_roots=(allowed,), **overrides)
+
+
+def test_file_image_under_an_allowed_root_decodes_to_rgb(roots):
+    allowed, _ = roots
+    (allowed / "poster.png").write_bytes(png_bytes(40, 30))
+    image = load_image(f"file://{allowed}/poster.png", file_config(allowed))
+    assert image.mode == "RGB"
+    assert image.size == (40, 30)
+
+
+def test_symlink_pointing_outside_the_root_is_refused(roots):
+    allowed, outside = roots
+    (outside / "secret.png").write_bytes(png_bytes())
+    (allowed / "link.png").symlink_to(outside / "secret.png")
+    with pytest.raises(ImageOutsideAllowedRootsError) as error:
+        load_image(f"file://{allowed}/link.png", file_config(allowed))
+    assert error.value.reason == "image_outside_allowed_roots"
+
+
+def test_dot_dot_traversal_out_of_the_root_is_refused(roots):
+    allowed, outside = roots
+    (outside / "secret.png").write_bytes(png_bytes())
+    with pytest.raises(ImageOutsideAllowedRootsError):
+        load_image(f"file://{allowed}/../outside/secret.png", file_config(allowed))
+
+
+def test_files_are_refused_when_no_root_is_configured(roots):
+    allowed, _ = roots
+    (allowed / "poster.png").write_bytes(png_bytes())
+    with pytest.raises(ImageOutsideAllowedRootsError, match="allowed_roots"):
+        load_image(f"file://{allowed}/poster.png", ImageInputConfig())
+
+
+def test_missing_file_reports_not_found(roots):
+    allowed, _ = roots
+    with pytest.raises(ImageNotFoundError) as error:
+        load_image(f"file://{allowed}/nope.png", file_config(allowed))
+    assert error.value.reason == "image_not_found"
+
+
+def test_file_over_the_byte_limit_is_refused_before_reading(roots):
+    allowed, _ = roots
+    (allowed / "big.png").write_bytes(png_bytes(64, 64))
+    with pytest.raises(ImageTooLargeError) as error:
+        load_image(f"file://{allowed}/big.png", file_config(allowed, max_bytes=100))
+    assert error.value.reason == "image_too_large"
+
+
+def test_bomb_over_max_pixels_is_refused_from_its_header(roots):
+    allowed, _ = roots
+    bomb = write_bilevel_png_bomb(allowed / "bomb.png", 3000)
+    assert bomb.stat().st_size < 10_000
+    with pytest.raises(ImageDecompressionBombError) as error:
+        load_image(f"file://{bomb}", file_config(allowed, max_pixels=1_000_000))
+    assert error.value.reason == "image_decompression_bomb"
+    assert "3000x3000" in str(error.value)
+
+
+def test_bomb_beyond_pillows_own_limit_is_refused_even_with_a_huge_max_pixels(roots):
+    allowed, _ = roots
+    bomb = write_bilevel_png_bomb(allowed / "bomb.png", 20_000)
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ImageDecompressionBombError):
+        load_image(f"file://{bomb}", file_config(allowed, max_pixels=10**12))
+
+
+def test_truncated_jpeg_is_undecodable(roots):
+    allowed, _ = roots
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png_bytes(64, 64))).save(buffer, format="JPEG")
+    (allowed / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageUndecodableError) as error:
+        load_image(f"file://{allowed}/cut.jpg", file_config(allowed))
+    assert error.value.reason == "image_undecodable"
+
+
+def test_formats_outside_the_allow_list_are_not_opened():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(ImageUndecodableError):
+        load_image(eps, ImageInputConfig())
+
+
+def test_inline_bytes_base64_and_data_uri_decode_to_the_same_image():
+    data = png_bytes(12, 9, seed=4)
+    encoded = base64.b64encode(data).decode()
+    images = [
+        load_image(data, ImageInputConfig()),
+        load_image(encoded, ImageInputConfig()),
+        load_image(f"data:image/png;base64,{encoded}", ImageInputConfig()),
+    ]
+    assert all(image.tobytes() == images[0].tobytes() for image in images)
+
+
+def test_invalid_base64_is_undecodable():
+    with pytest.raises(ImageUndecodableError):
+        load_image("this is not base64 !!", ImageInputConfig())
+
+
+def test_inline_images_can_be_disabled():
+    with pytest.raises(ImageSourceUnsupportedError, match="allow_inline"):
+        load_image(png_bytes(), ImageInputConfig(allow_inline=False))
+
+
+def test_unknown_uri_scheme_is_unsupported():
+    with pytest.raises(ImageSourceUnsupportedError) as error:
+        load_image("ftp://example.com/a.png", ImageInputConfig())
+    assert error.value.reason == "image_source_unsupported"
+
+
+def test_transparent_pixels_become_white():
+    image = load_image(png_bytes(4, 4, mode="RGBA"), ImageInputConfig())
+    rgba = Image.open(io.BytesIO(png_bytes(4, 4, mode="RGBA")))
+    clear = [xy for xy in ((x, y) for x in range(4) for y in range(4)) if rgba.getpixel(xy)[3] == 0]
+    opaque = [
+        xy for xy in ((x, y) for x in range(4) for y in range(4)) if rgba.getpixel(xy)[3] == 255
+    ]
+    assert image.mode == "RGB"
+    assert all(image.getpixel(xy) == (255, 255, 255) for xy in clear)
+    assert all(image.getpixel(xy) == rgba.getpixel(xy)[:3] for xy in opaque)
+
+
+def test_s3_without_boto3_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "boto3", None)  # makes `import boto3` fail
+    with pytest.raises(ImageSourceUnsupportedError, match=r"idproxy_stream\[s3\]"):
+        load_image("s3://bucket/key.png", ImageInputConfig())
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    payload = png_bytes(20, 10, seed=7)
+
+    def do_GET(self):
+        if self.path == "/poster.png":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.payload)))
+            self.end_headers()
+            self.wfile.write(self.payload)
+        elif self.path == "/endless":  # no Content-Length: only the streaming cap can stop it
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(64):
+                self.wfile.write(b"\0" * 4096)
+        else:
+            self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_base():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_image_is_fetched_and_decoded(http_base):
+    image = load_image(f"{http_base}/poster.png", ImageInputConfig())
+    assert image.size == (20, 10)
+
+
+def test_http_404_is_a_fetch_failure(http_base):
+    with pytest.raises(ImageFetchError, match="HTTP 404") as error:
+        load_image(f"{http_base}/missing.png", ImageInputConfig())
+    assert error.value.reason == "image_fetch_failed"
+
+
+def test_http_declared_length_over_the_limit_is_refused(http_base):
+    with pytest.raises(ImageTooLargeError, match="declares"):
+        load_image(f"{http_base}/poster.png", ImageInputConfig(max_bytes=50))
+
+
+def test_http_body_without_length_is_capped_while_streaming(http_base):
+    with pytest.raises(ImageTooLargeError, match="sent more than"):
+        load_image(f"{http_base}/endless", ImageInputConfig(max_bytes=10_000))
+
+
+def test_http_server_that_never_answers_times_out():
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts the connection in the backlog, never replies
+    try:
+        port = silent.getsockname()[1]
+        with pytest.raises(ImageFetchError):
+            load_image(f"http://127.0.0.1:{port}/x.png", ImageInputConfig(http_timeout_s=0.2))
+    finally:
+        silent.close()
+
+
+def test_http_can_be_disabled(http_base):
+    with pytest.raises(ImageSourceUnsupportedError, match="allow_http"):
+        load_image(f"{http_base}/poster.png", ImageInputConfig(allow_http=False))
+
+
+def test_every_image_error_is_an_image_input_error_with_a_reason():
+    classes = [
+        ImageNotFoundError,
+        ImageOutsideAllowedRootsError,
+        ImageTooLargeError,
+        ImageDecompressionBombError,
+        ImageUndecodableError,
+        ImageFetchError,
+        ImageSourceUnsupportedError,
+    ]
+    reasons = {cls("x").reason for cls in classes}
+    assert all(issubclass(cls, ImageInputError) for cls in classes)
+    assert len(reasons) == len(classes)

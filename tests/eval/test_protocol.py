@@ -1,0 +1,92 @@
+"""The cold-start protocol end to end on the tiny synthetic split, and its report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from idproxy_stream.config import AppConfig
+from idproxy_stream.eval.protocol import ColdStartData, run_seed, summarise
+from idproxy_stream.eval.report import build_report, paired_differences, write_report
+
+FAST = AppConfig.model_validate(
+    {
+        "ranker": {"epochs": 6, "batch_size": 128, "learning_rate": 1e-2, "num_threads": 1},
+        "stage1": {
+            "epochs": 20,
+            "batch_size": 64,
+            "learning_rate": 3e-3,
+            "hidden_dim": 32,
+            "holdout_fraction": 0.2,
+        },
+        "stage2": {"epochs": 2, "batch_size": 256, "learning_rate": 3e-3, "hidden_dim": 32},
+        "eval": {"warmup_learning_rate": 1e-2},
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def seed_results(tiny_dataset, tiny_split, planted_features):
+    data = ColdStartData.prepare(tiny_dataset, tiny_split, planted_features)
+    methods = ("mean_id", "ridge", "idproxy_stage1", "idproxy")
+    return [run_seed(data, FAST, seed, methods=methods, oracles=("oracle_a",)) for seed in (0, 1)]
+
+
+def test_every_method_reports_cold_start_and_warm_up_metrics(seed_results):
+    methods = seed_results[0]["methods"]
+    assert set(methods) == {"mean_id", "ridge", "idproxy_stage1", "idproxy", "oracle_a"}
+    for name in ("mean_id", "ridge", "idproxy"):
+        keys = set(methods[name])
+        assert {"cold_auc", "warmup_a_auc", "warmup_b_auc", "warmup_c_auc", "warm_auc"} <= keys
+        assert 0.0 <= methods[name]["cold_auc"] <= 1.0
+
+
+def test_warm_item_auc_is_unchanged_by_any_method(seed_results):
+    for result in seed_results:
+        warm = {m: v["warm_auc"] for m, v in result["methods"].items() if m != "oracle_a"}
+        assert len(set(warm.values())) == 1, warm
+        assert next(iter(warm.values())) == pytest.approx(result["ranker"]["warm_test"]["auc"])
+
+
+def test_content_methods_beat_mean_id_on_planted_features(seed_results):
+    for result in seed_results:
+        methods = result["methods"]
+        assert methods["ridge"]["cold_auc"] > methods["mean_id"]["cold_auc"]
+        assert methods["idproxy"]["cold_auc"] > methods["mean_id"]["cold_auc"]
+
+
+def test_report_holds_per_seed_values_paired_differences_and_plots(seed_results, tmp_path):
+    summary = summarise(seed_results)
+    assert summary["idproxy"]["cold_auc"]["values"] == [
+        r["methods"]["idproxy"]["cold_auc"] for r in seed_results
+    ]
+    paired = paired_differences(summary)
+    expected = [
+        r["methods"]["idproxy"]["cold_auc"] - r["methods"]["ridge"]["cold_auc"]
+        for r in seed_results
+    ]
+    assert paired["ridge"]["values"] == pytest.approx(expected)
+    report = build_report("tiny", "idproxy eval ...", summary, seed_results, {"dataset": "tiny"})
+    paths = write_report(report, tmp_path)
+    assert {p.name for p in paths} == {"report.json", "report.md", "cold_auc.png", "warmup.png"}
+    assert json.loads((tmp_path / "report.json").read_text())["summary"] == summary
+    assert "| IDProxy Stage 1 + 2 |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "cold_auc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_learning_curve_reports_margins_per_fraction(
+    tiny_dataset, tiny_split, planted_features, tmp_path
+):
+    from idproxy_stream.eval.learning_curve import run_learning_curve, write_learning_curve
+
+    data = ColdStartData.prepare(tiny_dataset, tiny_split, planted_features)
+    curve = run_learning_curve(data, FAST, seeds=(0,), fractions=(0.3, 1.0))
+    for fraction in ("0.3", "1.0"):
+        aucs = curve["cold_auc"][fraction]
+        margin = curve["margins"][fraction]["ridge"]["values"][0]
+        assert margin == pytest.approx(aucs["idproxy"][0] - aucs["ridge"][0])
+    # fewer supervising items must change what the mappings learn
+    assert curve["cold_auc"]["0.3"]["ridge"] != curve["cold_auc"]["1.0"]["ridge"]
+    paths = write_learning_curve(curve, tmp_path)
+    assert "| 30 % |" in paths[1].read_text()

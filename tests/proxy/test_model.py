@@ -1,0 +1,93 @@
+"""ProxyModel: gate semantics, artefact round trip, fingerprint refusal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from idproxy_stream.encoders.layers import LayerClusters
+from idproxy_stream.proxy.model import (
+    ProxyManifest,
+    ProxyModel,
+    ProxyModelError,
+    ProxyModelMismatchError,
+    ProxyModelSpec,
+    load_proxy_model,
+    read_proxy_manifest,
+    save_proxy_model,
+)
+
+SPEC = ProxyModelSpec(
+    encoder_dim=12,
+    id_dim=4,
+    clusters=LayerClusters((0, 2), 5),
+    projector_hidden=8,
+    adaptor_hidden=6,
+)
+
+
+def trained_looking_model(spec: ProxyModelSpec = SPEC) -> ProxyModel:
+    torch.manual_seed(0)
+    model = ProxyModel(spec)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        model.projector.scale.fill_(0.7)
+        model.projector.centre.fill_(0.05)
+    return model.eval()
+
+
+def manifest(version="v1", encoder="enc-a", id_space="ids-a") -> ProxyManifest:
+    return ProxyManifest(version, encoder, id_space, SPEC, {"items": 10}, {"auc": 0.7})
+
+
+def test_closed_gate_returns_exactly_the_coarse_proxy():
+    model = trained_looking_model(ProxyModelSpec(**{**SPEC.__dict__, "gate_closed": True}))
+    global_embedding, clusters = torch.randn(5, 12), torch.randn(5, 2, 12)
+    assert torch.equal(model(global_embedding, clusters), model.coarse(global_embedding))
+
+
+def test_untrained_adaptor_adds_nothing_to_the_coarse_proxy():
+    model = ProxyModel(SPEC).eval()
+    global_embedding, clusters = torch.randn(5, 12), torch.randn(5, 2, 12)
+    assert torch.equal(model(global_embedding, clusters), model.coarse(global_embedding))
+
+
+def test_open_gate_adds_a_gated_fine_correction():
+    model = trained_looking_model()
+    global_embedding, clusters = torch.randn(5, 12), torch.randn(5, 2, 12)
+    coarse = model.coarse(global_embedding)
+    hidden, fine = model.adaptor(clusters)
+    gate = model.gate.gate(coarse, hidden)
+    assert ((gate > 0) & (gate < 1)).all()
+    assert torch.allclose(model(global_embedding, clusters), coarse + gate * fine)
+
+
+def test_artefact_round_trip_reproduces_proxies_and_manifest(tmp_path):
+    model = trained_looking_model()
+    save_proxy_model(model, manifest(), tmp_path / "m")
+    loaded, loaded_manifest = load_proxy_model(tmp_path / "m", "enc-a", "ids-a")
+    inputs = torch.randn(7, 12), torch.randn(7, 2, 12)
+    assert torch.equal(loaded.predict(*inputs), model.predict(*inputs))
+    assert loaded_manifest.version == "v1" and loaded_manifest.metrics == {"auc": 0.7}
+    assert loaded_manifest.spec == SPEC
+
+
+@pytest.mark.parametrize(
+    ("encoder", "id_space", "message"),
+    [("enc-b", "ids-a", "trained on encoder enc-a"), ("enc-a", "ids-b", "targets ID space ids-a")],
+)
+def test_loading_refuses_another_encoder_or_id_space(tmp_path, encoder, id_space, message):
+    save_proxy_model(trained_looking_model(), manifest(), tmp_path / "m")
+    with pytest.raises(ProxyModelMismatchError, match=message):
+        load_proxy_model(tmp_path / "m", encoder, id_space)
+
+
+def test_missing_or_foreign_artefacts_are_reported(tmp_path):
+    with pytest.raises(ProxyModelError, match="holds no ProxyModel"):
+        read_proxy_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ProxyModelError, match="format"):
+        read_proxy_manifest(tmp_path)

@@ -1,0 +1,119 @@
+"""The streaming job end to end: Kafka in, rows and dead letters out, offsets committed."""
+
+from __future__ import annotations
+
+import urllib.request
+from datetime import timedelta
+
+import pytest
+import ray
+
+from idproxy_stream.stream.broker import free_port
+from tests.stream.conftest import (
+    T0,
+    Mix,
+    assert_exactly_once_effect,
+    bad_records,
+    publish,
+    stored_rows,
+    wait_until,
+)
+
+
+def test_valid_events_get_one_row_each_and_invalid_ones_a_dead_letter(
+    stream_config, start_job, bundle, tmp_path
+) -> None:
+    port = free_port()
+    config = stream_config(stream={"metrics_port": port})
+    mix = Mix()
+    mix.add_valid(range(100_000, 100_040))
+    bad_records(mix, tmp_path / "images", bundle, base_id=100_100)
+    job = start_job(config)
+    report = publish(config, mix.payloads)
+    assert_exactly_once_effect(config, mix, [report])
+
+    stats = job.refresh()
+    expected_reasons = {r for r in mix.expected_reason if r is not None}
+    assert set(stats.dead_letters) == expected_reasons
+    assert stats.dead_letters_total == len(expected_reasons)
+    assert stats.proxies_total == len([r for r in mix.expected_reason if r is None])
+    assert stats.events_in == len(mix.payloads)
+    assert stats.in_flight == 0 and stats.latency_seconds.count == stats.proxies_total
+    assert {record.model_version for record in stored_rows(config)} == {"v1"}
+    duplicate = next(r for r in stored_rows(config) if r.item_id == 100_107)
+    assert duplicate.source_event_ts == T0 + timedelta(days=1)  # the later event won
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert f"idproxy_stream_events_in_total {float(len(mix.payloads))}" in metrics
+    assert 'idproxy_stream_dead_letters_total{reason="image_decompression_bomb"} 1.0' in metrics
+    assert "idproxy_stream_end_to_end_latency_seconds_bucket" in metrics
+    assert 'idproxy_stream_consumer_lag{partition="0"}' in metrics
+
+
+def test_backpressure_bounds_in_flight_records_over_a_backlog(stream_config, start_job) -> None:
+    config = stream_config(
+        stream={"max_in_flight": 24, "resume_below": 8, "max_batch_size": 8},
+        kafka={"max_poll_records": 50},
+    )
+    mix = Mix()
+    mix.add_valid(range(200_000, 200_200))
+    report = publish(config, mix.payloads)  # a backlog before the job starts
+    job = start_job(config)
+    assert_exactly_once_effect(config, mix, [report])
+    stats = job.refresh()
+    assert stats.peak_in_flight <= 24
+    assert stats.pauses >= 2 and stats.resumes >= 2
+    assert stats.batch_size.quantile(1.0) <= 8
+
+
+def test_a_new_model_version_is_served_mid_stream_and_rows_name_it(
+    stream_config, start_job, tmp_path, bundle
+) -> None:
+    import shutil
+
+    from tests.stream.test_worker import publish_copy
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(bundle.model_dir, model_dir)
+    config = stream_config(stream={"model_dir": str(model_dir), "model_poll_interval_s": 0.2})
+    job = start_job(config)
+    first = Mix()
+    first.add_valid(range(300_000, 300_030))
+    reports = [publish(config, first.payloads)]
+    wait_until(lambda: len(stored_rows(config)) == 30, 120, "the first rows")
+
+    publish_copy(model_dir, "v2")
+    trickle = Mix()
+    next_id = 300_100
+    while job.refresh().rows_by_version.get("v2", 0) == 0:  # picked up by polling LATEST
+        trickle.add_valid([next_id])
+        reports.append(publish(config, trickle.payloads[-1:]))
+        next_id += 1
+        assert next_id < 300_400, "the new version was never served"
+    for lane in job.handles():  # every worker on v2 before the last part is sent
+        assert ray.get([w.refresh_model.remote() for w in lane["workers"]]) == ["v2"]
+    last = Mix()
+    last.add_valid(range(300_500, 300_530))
+    reports.append(publish(config, last.payloads))
+
+    everything = Mix(
+        first.payloads + trickle.payloads + last.payloads,
+        first.keys + trickle.keys + last.keys,
+        first.expected_reason + trickle.expected_reason + last.expected_reason,
+    )
+    assert_exactly_once_effect(config, everything, reports)
+    versions = {record.item_id: record.model_version for record in stored_rows(config)}
+    assert {versions[i] for i in first.valid_item_ids} == {"v1"}
+    assert {versions[i] for i in last.valid_item_ids} == {"v2"}
+    assert job.refresh().restarts.total() == 0  # swapped without restarting anything
+
+
+def test_a_bundle_trained_on_another_encoder_is_refused_before_anything_starts(
+    stream_config,
+) -> None:
+    from idproxy_stream.proxy.model import ProxyModelError
+    from idproxy_stream.stream.pipeline import StreamJob
+
+    config = stream_config(encoder={"text": {"max_tokens": 64}})  # another fingerprint
+    with pytest.raises(ProxyModelError, match=r"trained on encoder .* configured encoder is"):
+        StreamJob(config).start()

@@ -1,0 +1,136 @@
+"""ProxyWorker: the same features as training, refusals with reasons, hot model swap."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.encoders.extract import extract_features
+from idproxy_stream.proxy.registry import latest_version, load_version, publish_version
+from idproxy_stream.stream.messages import WorkItem
+from idproxy_stream.stream.worker import ProxyWorker
+from tests.stream.conftest import bomb_png, event, png_bytes
+
+
+@pytest.fixture
+def isolated_model_dir(tmp_path, bundle):
+    """A private copy of the bundle, so publishing versions does not touch other tests."""
+    target = tmp_path / "model"
+    shutil.copytree(bundle.model_dir, target)
+    return target
+
+
+@pytest.fixture
+def make_worker(stream_config, isolated_model_dir):
+    def make(**stream_overrides):
+        config = stream_config(stream={"model_dir": str(isolated_model_dir), **stream_overrides})
+        return ProxyWorker(config, setup_logging=False)
+
+    return make
+
+
+def work_items(events) -> list[WorkItem]:
+    return [WorkItem("t", 0, offset, e) for offset, e in enumerate(events)]
+
+
+def publish_copy(model_dir, version: str, **manifest_changes) -> None:
+    registry = BundleLayout(model_dir).registry
+    model, manifest = load_version(registry)
+    changed = dataclasses.replace(manifest, version=version, **manifest_changes)
+    publish_version(model, changed, registry)
+
+
+def test_proxies_equal_the_training_feature_path(make_worker) -> None:
+    """The worker builds the same text and pooling as training's feature extraction."""
+    worker = make_worker()
+    events = [
+        event(900_001, title="A quiet drama about a lighthouse", categories=("Drama",)),
+        event(900_002, title="Space pirates", tags=("sci-fi", "action"), description="Lasers."),
+    ]
+    batch = worker.encode(work_items(events))
+    assert [row.item_id for row in batch.rows] == [900_001, 900_002]
+    assert batch.proxies.shape == (2, worker.manifest.spec.id_dim)
+    assert batch.model_version == "v1" and not batch.rejected
+
+    items = pd.DataFrame(
+        {
+            "item_id": [e.item_id for e in events],
+            "title": [e.title for e in events],
+            "description": [e.description for e in events],
+            "tags": [list(e.tags) for e in events],
+            "categories": [list(e.categories) for e in events],
+            "year": [0, 0],
+            "image_uri": [None, None],
+            "image_bytes": [None, None],
+        }
+    )
+    features = extract_features(
+        worker.encoder,
+        items,
+        clusters=worker.manifest.spec.clusters,
+        text_fields=worker.config.extract.text_fields,
+    )
+    expected = worker.model.predict(
+        torch.from_numpy(features.global_embedding), torch.from_numpy(features.cluster_states)
+    ).numpy()
+    np.testing.assert_allclose(batch.proxies, expected, atol=1e-5)
+
+
+def test_mature_items_and_bad_images_are_refused_with_reasons(make_worker, tmp_path, bundle):
+    worker = make_worker()
+    corrupt = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40).decode()
+    bomb = base64.b64encode(bomb_png()).decode()
+    good = base64.b64encode(png_bytes(10, 10)).decode()
+    events = [
+        event(bundle.mature_item_id),
+        event(800_001, image_base64=corrupt),
+        event(800_002, image_base64=bomb),
+        event(800_003, image_uri="http://127.0.0.1:9/x.png"),
+        event(800_004, image_uri="file:///etc/hostname"),
+        event(800_005, image_base64=good),
+    ]
+    batch = worker.encode(work_items(events))
+    reasons = {r.item_id: r.reason for r in batch.rejected}
+    assert reasons == {
+        bundle.mature_item_id: "item_already_mature",
+        800_001: "image_undecodable",
+        800_002: "image_decompression_bomb",
+        800_003: "image_fetch_failed",
+        800_004: "image_outside_allowed_roots",
+    }
+    assert [row.item_id for row in batch.rows] == [800_005]
+    assert batch.proxies.shape[0] == 1 and batch.batch_size == 6
+
+
+def test_text_only_policy_encodes_items_whose_image_fails(make_worker) -> None:
+    worker = make_worker(image_errors="text_only")
+    batch = worker.encode(work_items([event(700_001, image_uri="http://127.0.0.1:9/x.png")]))
+    assert [row.item_id for row in batch.rows] == [700_001] and not batch.rejected
+
+
+def test_a_new_latest_version_is_served_without_restarting(make_worker, isolated_model_dir):
+    worker = make_worker(model_poll_interval_s=3600)
+    before = worker.encode(work_items([event(600_001)]))
+    publish_copy(isolated_model_dir, "v2")
+    assert worker.encode(work_items([event(600_002)])).model_version == "v1"  # not polled yet
+    assert worker.refresh_model() == "v2"
+    after = worker.encode(work_items([event(600_001)]))
+    assert (before.model_version, after.model_version) == ("v1", "v2")
+    np.testing.assert_allclose(before.proxies, after.proxies, atol=1e-6)  # same weights
+
+
+def test_a_version_for_another_encoder_is_refused_and_the_old_one_keeps_serving(
+    make_worker, isolated_model_dir
+) -> None:
+    worker = make_worker()
+    publish_copy(isolated_model_dir, "v9", encoder_fingerprint="another-encoder")
+    assert latest_version(BundleLayout(isolated_model_dir).registry) == "v9"
+    assert worker.refresh_model() == "v1"
+    assert worker.encode(work_items([event(500_001)])).model_version == "v1"
