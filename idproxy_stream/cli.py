@@ -207,6 +207,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Run the cold-start protocol for every method and seed; write report.md/json + plots."""
+    import shlex
     import sys
 
     from idproxy_stream.eval.run import run_evaluation
@@ -216,7 +217,7 @@ def evaluate(
         fractions = tuple(float(part) for part in learning_curve.split(","))
         eval_section = app_config.eval.model_copy(update={"learning_curve_fractions": fractions})
         app_config = app_config.model_copy(update={"eval": eval_section})
-    command = "idproxy " + " ".join(sys.argv[1:])
+    command = "idproxy " + shlex.join(sys.argv[1:])
     from idproxy_stream.eval.protocol import METHODS, ORACLES
 
     chosen = methods.split(",") if methods else [*METHODS, *ORACLES]

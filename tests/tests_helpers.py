@@ -10,6 +10,24 @@ from idproxy_stream.encoders.layers import LayerClusters
 
 PLANTED_DIM = 24
 
+# Settings of a model bundle small enough to train in seconds (stream and cluster tests).
+TINY_TRAINING = {
+    "data": {
+        "synthetic": {
+            "num_items": 240,
+            "num_users": 120,
+            "interactions_per_user": 40,
+            "with_images": False,
+        }
+    },
+    "split": {"warm_min_interactions": 30, "cold_min": 16, "cold_max": 30, "warmup_size": 5},
+    "ranker": {"epochs": 1},
+    "stage1": {"epochs": 10, "tau": 10},
+    "stage2": {"epochs": 1},
+    "encoder": {"text": {"num_threads": 2}, "layers": {"calibration_size": 64}},
+    "index": {"k": 5},
+}
+
 
 def planted_feature_table(dataset: RecDataset, noise: float = 0.1, seed: int = 0) -> FeatureTable:
     """(N, D) global and (N, 2, D) cluster states that are noisy linear maps of true factors."""

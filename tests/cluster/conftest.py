@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_helpers import TINY_TRAINING as TINY_BUNDLE
 
 from idproxy_stream.config import AppConfig, config_from_dict
 from idproxy_stream.events import NewItemEvent
@@ -38,22 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 RAY_BIN = Path(sys.executable).parent / "ray"
 HEAD_RESOURCES = {"cpu_node": 100, "encoder_node": 100}
 
-TINY_TRAINING = {
-    "data": {
-        "synthetic": {
-            "num_items": 240,
-            "num_users": 120,
-            "interactions_per_user": 40,
-            "with_images": False,
-        }
-    },
-    "split": {"warm_min_interactions": 30, "cold_min": 16, "cold_max": 30, "warmup_size": 5},
-    "ranker": {"epochs": 1},
-    "stage1": {"epochs": 10, "tau": 10},
-    "stage2": {"epochs": 2},
-    "encoder": {"text": {"num_threads": 2}, "layers": {"calibration_size": 64}},
-    "index": {"k": 5},
-}
+TINY_TRAINING = {**TINY_BUNDLE, "stage2": {"epochs": 2}}
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STAGE1_VERSION = "v1-coarse"
 STAGE2_VERSION = "v2-fine"

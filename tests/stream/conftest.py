@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests_helpers import TINY_TRAINING
 
 from idproxy_stream.artifacts import BundleLayout
 from idproxy_stream.config import AppConfig, config_from_dict
@@ -38,22 +39,6 @@ from idproxy_stream.stream.topics import (
     stream_topics,
 )
 
-TINY_TRAINING = {
-    "data": {
-        "synthetic": {
-            "num_items": 240,
-            "num_users": 120,
-            "interactions_per_user": 40,
-            "with_images": False,
-        }
-    },
-    "split": {"warm_min_interactions": 30, "cold_min": 16, "cold_max": 30, "warmup_size": 5},
-    "ranker": {"epochs": 1},
-    "stage1": {"epochs": 10, "tau": 10},
-    "stage2": {"epochs": 1},
-    "encoder": {"text": {"num_threads": 2}, "layers": {"calibration_size": 64}},
-    "index": {"k": 5},
-}
 MAX_TEXT_CHARS = 2_000
 MAX_PIXELS = 1_000_000
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
