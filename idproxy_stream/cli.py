@@ -325,7 +325,7 @@ def demo(
     items: Annotated[int, typer.Option(help="new items to stream")] = 300,
 ) -> None:
     """Embedded broker + training (or reuse) + stream + publish new items + report."""
-    from idproxy_stream.stream.demo import run_demo
+    from idproxy_stream.demo import run_demo
 
     report = run_demo(work_dir, num_items=items, config_path=config, progress=_progress)
     typer.echo(report.render())
