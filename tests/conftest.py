@@ -7,6 +7,8 @@ running an encoder (encoder tests run the real encoders).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from tests_helpers import planted_feature_table
 
@@ -15,6 +17,11 @@ from idproxy_stream.data.schema import RecDataset
 from idproxy_stream.data.split import ColdStartSplit, build_cold_start_split
 from idproxy_stream.data.synthetic import generate_synthetic
 from idproxy_stream.encoders.features import FeatureTable
+
+# Ray starts its workers at niceness 15: on a CI machine with any other load the tests' actors
+# would then starve behind it. Every Ray the tests start (in-process or `ray start`, which
+# inherits the environment) runs its workers at the tests' own priority instead.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 TINY_SPLIT = SplitConfig(warm_min_interactions=40, cold_min=16, cold_max=40, warmup_size=3)
 TINY_RANKER = RankerConfig(epochs=10, batch_size=128, learning_rate=1e-2, patience=3, num_threads=1)
