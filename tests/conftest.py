@@ -8,9 +8,12 @@ running an encoder (encoder tests run the real encoders).
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 
 import pytest
-from tests_helpers import planted_feature_table
+import redis
+from tests_helpers import planted_feature_table, redis_url
 
 from idproxy_stream.config import RankerConfig, SplitConfig, SyntheticDataConfig
 from idproxy_stream.data.schema import RecDataset
@@ -66,3 +69,21 @@ def tiny_ranker(encoded_parts):
     vocab, parts = encoded_parts
     ranker, _ = train_ranker(parts["warm_train"], parts["warm_valid"], TINY_RANKER, vocab)
     return ranker
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """A client of the real Redis server the tests use (see DEVELOPERS.md)."""
+    client = redis.Redis.from_url(redis_url())
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A unique key prefix whose keys are deleted after the test."""
+    prefix = f"idproxy-test:{uuid.uuid4().hex}:"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1_000))
+    if keys:
+        redis_client.delete(*keys)

@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 SOURCE_CONCURRENCY = 4  # run() holds one thread; snapshot/stop/handles use the others
 SOURCE_RESTART_MIN_S = 10.0  # a replaced source runs at least this long before the next one
-HANDLES_TIMEOUT_S = 120.0  # a source busy starting its workers on a loaded machine answers late
 
 
 def absolute_paths(config: AppConfig) -> AppConfig:
@@ -295,7 +294,7 @@ class StreamJob:
         """Per source: ``{"source": handle, "workers": [...], "sink": handle}``."""
         result = []
         for source in self.sources:
-            actors = ray.get(source.handle.handles.remote(), timeout=HANDLES_TIMEOUT_S)
+            actors = ray.get(source.handle.handles.remote(), timeout=30)
             result.append({"source": source.handle, **actors})
         return result
 

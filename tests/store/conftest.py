@@ -1,9 +1,11 @@
-"""Store fixtures: a record factory, and each backend on real storage (file, Redis server)."""
+"""Store fixtures: a record factory, and each backend on real storage (file, Redis server).
+
+The Redis client and per-test key prefix are in ``tests/conftest.py`` (the stream tests use
+them too).
+"""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,10 +21,6 @@ from idproxy_stream.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DIM = 8
-
-
-def redis_url() -> str:
-    return os.environ.get("IDPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def make_record(
@@ -56,23 +54,6 @@ def make_record(
         void_score=0.25,
         status="void_flagged" if void else "ok",
     )
-
-
-@pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url())
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A unique key prefix whose keys are deleted after the test."""
-    prefix = f"idproxy-test:{uuid.uuid4().hex}:"
-    yield prefix
-    keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1_000))
-    if keys:
-        redis_client.delete(*keys)
 
 
 def open_store(kind: str, tmp_path, redis_client: redis.Redis, prefix: str) -> FeatureStore:

@@ -6,13 +6,14 @@ import uuid
 
 import numpy as np
 import pytest
+from tests_helpers import redis_url
 
 from idproxy_stream.config import ConfigError, RedisStoreConfig
 from idproxy_stream.events import datetime_to_us
 from idproxy_stream.store import StoreUnavailableError
 from idproxy_stream.store.redis import RedisStore, redact_url
 
-from .conftest import make_record, redis_url
+from .conftest import make_record
 
 
 def test_a_ranker_reads_the_proxy_with_one_hget(redis_client, redis_prefix) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from datetime import timedelta
 
+import pyarrow.dataset as ds
 import pytest
 import ray
+from tests_helpers import redis_url
 
+from idproxy_stream.store.base import build_store
 from idproxy_stream.stream.broker import free_port
 from tests.stream.conftest import (
     T0,
@@ -122,46 +124,30 @@ def test_a_bundle_trained_on_another_encoder_is_refused_before_anything_starts(
 
 
 def test_the_same_job_writes_redis_and_the_parquet_log_by_configuration_only(
-    stream_config, start_job, tmp_path
+    stream_config, start_job, tmp_path, redis_client, redis_prefix
 ) -> None:
-    import uuid
-
-    import pyarrow.dataset as ds
-    import redis
-
-    from idproxy_stream.store.base import build_store
-
-    prefix = f"idproxy-test:{uuid.uuid4().hex}:"
-    url = os.environ.get("IDPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     log_dir = tmp_path / "proxy_log"
     config = stream_config(
         store={
             "online": "redis",
             "offline_log": True,
-            "redis": {"url": url, "key_prefix": prefix},
+            "redis": {"url": redis_url(), "key_prefix": redis_prefix},
             "parquet": {"path": str(log_dir)},
         }
     )
     mix = Mix()
     mix.add_valid(range(400_000, 400_025))
-    client = redis.Redis.from_url(url)
-    try:
-        start_job(config)
-        publish(config, mix.payloads)
-        wait_until(lambda: offsets_committed_to_end(config), 120, "offsets committed to end")
+    start_job(config)
+    publish(config, mix.payloads)
+    wait_until(lambda: offsets_committed_to_end(config), 120, "offsets committed to end")
 
-        with build_store(config.store) as store:  # online side: Redis
-            online = {record.item_id: record for record in store.scan()}
-        assert set(online) == mix.valid_item_ids
-        assert {record.model_version for record in online.values()} == {"v1"}
-        assert len(list(client.scan_iter(match=f"{prefix}*"))) >= len(mix.valid_item_ids)
+    with build_store(config.store) as store:  # online side: Redis
+        online = {record.item_id: record for record in store.scan()}
+    assert set(online) == mix.valid_item_ids
+    assert {record.model_version for record in online.values()} == {"v1"}
+    assert len(list(redis_client.scan_iter(match=f"{redis_prefix}*"))) >= len(mix.valid_item_ids)
 
-        # Offline side: every committed row is already in the Parquet log (flushed per batch).
-        logged = ds.dataset(log_dir, format="parquet", partitioning="hive").to_table()
-        assert set(logged.column("item_id").to_pylist()) == mix.valid_item_ids
-        assert set(logged.column("model_version").to_pylist()) == {"v1"}
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1_000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    # Offline side: every committed row is already in the Parquet log (flushed per batch).
+    logged = ds.dataset(log_dir, format="parquet", partitioning="hive").to_table()
+    assert set(logged.column("item_id").to_pylist()) == mix.valid_item_ids
+    assert set(logged.column("model_version").to_pylist()) == {"v1"}
