@@ -23,10 +23,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from idproxy_stream.errors import IdProxyError
+
 ENV_PREFIX = "IDPROXY__"
 
 
-class ConfigError(ValueError):
+class ConfigError(IdProxyError, ValueError):
     """A configuration is invalid; the message names the file, the key and what to fix."""
 
 
@@ -62,6 +64,11 @@ class SyntheticDataConfig(FrozenModel):
     click_scale: float = Field(2.5, gt=0.0, description="a in sigmoid(a * u.z + b_i + c)")
     click_bias: float = Field(-1.5, description="c in sigmoid(a * u.z + b_i + c)")
     item_bias_std: float = Field(0.5, ge=0.0, description="spread of the item bias b_i")
+    popularity_click_effect: float = Field(
+        0.3,
+        description="how much an item's exposure popularity raises its click bias b_i "
+        "(per standard deviation of log-popularity): large values make rare items click less",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

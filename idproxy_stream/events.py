@@ -33,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from idproxy_stream.errors import IdProxyError
+
 ProxyStatus = Literal["ok", "void_flagged", "knn_fallback"]
 PROXY_STATUSES: tuple[str, ...] = ("ok", "void_flagged", "knn_fallback")
 
@@ -46,7 +48,7 @@ NO_OFFSET = -1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class ProxyRecordError(ValueError):
+class ProxyRecordError(IdProxyError, ValueError):
     """A proxy record is malformed; the message names the item, the field and what to fix."""
 
 
@@ -297,7 +299,7 @@ def us_to_datetime(value: int) -> datetime:
 NEW_ITEM_SCHEMA_VERSION = 1
 
 
-class InvalidEventError(ValueError):
+class InvalidEventError(IdProxyError, ValueError):
     """A Kafka record is not a valid :class:`NewItemEvent`; ``reason`` is a stable code.
 
     The stream turns it into a :class:`DeadLetter` carrying the reason and the message.

@@ -29,6 +29,7 @@ from idproxy_stream.artifacts import BundleLayout
 from idproxy_stream.backfill.pinned import PinnedVersionWorker
 from idproxy_stream.cluster.placement import placement
 from idproxy_stream.config import AppConfig
+from idproxy_stream.errors import IdProxyError
 from idproxy_stream.proxy.model import ProxyModelError
 from idproxy_stream.proxy.registry import check_version_name, latest_version
 from idproxy_stream.stream.actors import ActorSpec
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 10.0
 
 
-class BackfillError(RuntimeError):
+class BackfillError(IdProxyError, RuntimeError):
     """A backfill cannot run or did not finish; the message says what to fix."""
 
 

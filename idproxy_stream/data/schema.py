@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from idproxy_stream.errors import IdProxyError
+
 ITEM_COLUMNS = (
     "item_id",
     "title",
@@ -40,7 +42,7 @@ INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "rating", "label")
 DEFAULT_TEXT_FIELDS = ("title", "categories", "tags", "description")
 
 
-class DatasetError(ValueError):
+class DatasetError(IdProxyError, ValueError):
     """A dataset on disk is missing, incomplete or malformed; the message says what to fix."""
 
 

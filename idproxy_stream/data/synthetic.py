@@ -5,7 +5,7 @@ Generating model (all of it vectorised; 1e6 items and 1e7 interactions take seco
 - T topic centres ``m_t`` (unit vectors in R^F). Item i has a primary topic ``t_i`` and
   latent factors ``z_i = m_{t_i} + ITEM_SPREAD * e_i`` with ``e_i ~ N(0, I/F)``; its
   exposure weight is log-normal (``exp(l_i)``, ``l_i ~ N(0, popularity_sigma^2)``) and its
-  click bias ``b_i = POPULARITY_CLICK_EFFECT * l_i / popularity_sigma + N(0, item_bias_std^2)``.
+  click bias ``b_i = popularity_click_effect * l_i / popularity_sigma + N(0, item_bias_std^2)``.
 - Users have a favourite topic and preferences ``u_j = m_{s_j} + USER_SPREAD * e_j``;
   their categorical features (age bucket, region) are noisy functions of ``u_j``.
 - Each user sees ``interactions_per_user`` distinct items: a topic drawn with probability
@@ -118,7 +118,6 @@ USER_FEATURE_COLUMNS = ("age", "region")
 
 ITEM_SPREAD = 0.6  # within-topic spread of item factors (relative to the topic centre)
 USER_SPREAD = 0.8  # within-topic spread of user preferences
-POPULARITY_CLICK_EFFECT = 0.3  # how much exposure popularity raises the click bias
 SECOND_CATEGORY_RATIO = 0.5  # second topic listed when its affinity >= ratio * primary's
 YEAR_CENTRE, YEAR_SPREAD, YEAR_NOISE = 2000, 10.0, 3.0
 START_TIMESTAMP = 1_600_000_000
@@ -249,7 +248,9 @@ def _draw_items(
     item_factors = (centres[topic] + ITEM_SPREAD * noise).astype(np.float32)
     log_popularity = rng.normal(0.0, config.popularity_sigma, size=count)
     standardised = log_popularity / max(config.popularity_sigma, 1e-9)
-    bias = POPULARITY_CLICK_EFFECT * standardised + rng.normal(0.0, config.item_bias_std, count)
+    bias = config.popularity_click_effect * standardised + rng.normal(
+        0.0, config.item_bias_std, count
+    )
     return _Items(topic, item_factors, log_popularity, bias.astype(np.float32))
 
 

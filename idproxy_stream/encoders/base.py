@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from idproxy_stream.encoders.registry import build_encoder
+from idproxy_stream.errors import IdProxyError
 
 __all__ = [
     "ContentEncoder",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-class EncoderError(ValueError):
+class EncoderError(IdProxyError, ValueError):
     """An encoder cannot be built or run with the given settings; the message says what to fix."""
 
 

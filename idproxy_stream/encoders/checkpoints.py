@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from idproxy_stream.errors import IdProxyError
+
 logger = logging.getLogger(__name__)
 
 # Bytes of tensor data hashed at each end of every safetensors file: cheap even for multi-GB
@@ -23,7 +25,7 @@ logger = logging.getLogger(__name__)
 WEIGHT_SAMPLE_BYTES = 1 << 20
 
 
-class CheckpointError(ValueError):
+class CheckpointError(IdProxyError, ValueError):
     """A model reference cannot be resolved to a folder of weights; the message says what to fix."""
 
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from idproxy_stream.encoders.layers import LayerClusters
+from idproxy_stream.errors import IdProxyError
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ FORMAT_KEY = b"idproxy.features_format"
 FORMAT_VERSION = b"1"
 
 
-class FeatureTableError(ValueError):
+class FeatureTableError(IdProxyError, ValueError):
     """Feature files are missing, malformed or mix encoders; the message says what to fix."""
 
 

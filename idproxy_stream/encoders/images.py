@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlparse
 from PIL import Image, UnidentifiedImageError
 
 from idproxy_stream.config import ImageInputConfig
+from idproxy_stream.errors import IdProxyError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _READ_CHUNK = 1 << 16
 
 
-class ImageInputError(ValueError):
+class ImageInputError(IdProxyError, ValueError):
     """An image reference cannot be turned into an image; ``reason`` is a stable code."""
 
     reason = "image_invalid"

@@ -23,12 +23,14 @@ from typing import Any, Literal
 
 import torch
 
+from idproxy_stream.errors import IdProxyError
+
 logger = logging.getLogger(__name__)
 
 Similarity = Literal["cka", "cosine"]
 
 
-class LayerClusterError(ValueError):
+class LayerClusterError(IdProxyError, ValueError):
     """Layer clusters are invalid or do not fit the states given; the message says what to fix."""
 
 

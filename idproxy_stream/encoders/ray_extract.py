@@ -54,13 +54,14 @@ from idproxy_stream.encoders.extract import (
 from idproxy_stream.encoders.features import FINGERPRINT_KEY, feature_files
 from idproxy_stream.encoders.layers import LayerClusters
 from idproxy_stream.encoders.registry import build_encoder, encoder_fingerprint
+from idproxy_stream.errors import IdProxyError
 
 logger = logging.getLogger(__name__)
 
 CLUSTERS_FILE = "clusters.json"
 
 
-class ExtractError(ValueError):
+class ExtractError(IdProxyError, ValueError):
     """An extraction cannot run as configured; the message says what to fix."""
 
 

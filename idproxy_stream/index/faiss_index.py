@@ -29,6 +29,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from idproxy_stream.config import IndexConfig
+from idproxy_stream.errors import IdProxyError
 from idproxy_stream.index.id_space import IdSpace, IdSpaceError, IdSpaceMismatchError
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ MANIFEST_FILE = "index.json"
 MISSING_NEIGHBOUR = -1
 
 
-class IndexBuildError(ValueError):
+class IndexBuildError(IdProxyError, ValueError):
     """The index cannot be built or loaded as asked; the message says what to change."""
 
 

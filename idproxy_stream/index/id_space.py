@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from idproxy_stream.errors import IdProxyError
+
 ID_SPACE_FORMAT = "idproxy-id-space/1"
 ID_SPACE_WEIGHTS = "id_space.safetensors"
 ID_SPACE_MANIFEST = "id_space.json"
 
 
-class IdSpaceError(ValueError):
+class IdSpaceError(IdProxyError, ValueError):
     """An ID space is malformed or its files are missing; the message says what to fix."""
 
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from idproxy_stream.encoders.layers import LayerClusters
+from idproxy_stream.errors import IdProxyError
 from idproxy_stream.proxy.adaptor import FineAdaptor
 from idproxy_stream.proxy.gate import ResidualGate
 from idproxy_stream.proxy.projector import CoarseProjector
@@ -28,7 +29,7 @@ MANIFEST_FILE = "manifest.json"
 FORMAT = "idproxy-proxy-model/1"
 
 
-class ProxyModelError(ValueError):
+class ProxyModelError(IdProxyError, ValueError):
     """A saved ProxyModel is missing or malformed; the message says what to fix."""
 
 

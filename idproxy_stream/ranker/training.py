@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from idproxy_stream.config import RankerConfig
+from idproxy_stream.errors import IdProxyError
 from idproxy_stream.ranker.adapter import RankerAdapter
 from idproxy_stream.ranker.din import DinRanker
 from idproxy_stream.ranker.inputs import FeatureVocab, RankerBatch, RankerInputs
@@ -32,7 +33,7 @@ MANIFEST_FILE = "ranker.json"
 EmbeddingOverride = Callable[[RankerBatch], tuple[torch.Tensor | None, torch.Tensor | None]]
 
 
-class RankerLoadError(ValueError):
+class RankerLoadError(IdProxyError, ValueError):
     """A saved ranker is missing or does not match its manifest."""
 
 

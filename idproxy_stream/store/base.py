@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from idproxy_stream.config import StoreConfig
+from idproxy_stream.errors import IdProxyError
 from idproxy_stream.events import ProxyRecord, as_item_id, datetime_to_us
 
 STORE_BACKENDS: dict[str, str] = {
@@ -36,7 +37,7 @@ STORE_BACKENDS: dict[str, str] = {
 }
 
 
-class StoreError(RuntimeError):
+class StoreError(IdProxyError, RuntimeError):
     """A feature-store operation failed; the message says what to check."""
 
 

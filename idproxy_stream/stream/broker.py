@@ -23,10 +23,12 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from idproxy_stream.errors import IdProxyError
+
 logger = logging.getLogger(__name__)
 
 
-class BrokerError(RuntimeError):
+class BrokerError(IdProxyError, RuntimeError):
     """The embedded broker cannot be found or started; the message says what to do."""
 
 

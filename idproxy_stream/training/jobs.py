@@ -32,6 +32,7 @@ from idproxy_stream.artifacts import BundleLayout
 from idproxy_stream.config import AppConfig
 from idproxy_stream.encoders.features import FeatureTable, feature_files, read_feature_table
 from idproxy_stream.encoders.registry import encoder_fingerprint
+from idproxy_stream.errors import IdProxyError
 from idproxy_stream.index.id_space import IdSpace
 from idproxy_stream.proxy.model import ProxyModel, ProxyModelError, read_proxy_manifest
 from idproxy_stream.proxy.registry import (
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-class TrainingJobError(ValueError):
+class TrainingJobError(IdProxyError, ValueError):
     """A training job cannot run on this bundle; the message says what to run first."""
 
 

@@ -21,13 +21,14 @@ import torch
 from torch.nn import functional as F
 
 from idproxy_stream.config import Stage1Config
+from idproxy_stream.errors import IdProxyError
 from idproxy_stream.proxy.projector import CoarseProjector
 from idproxy_stream.training.item_features import RowFeatures
 
 logger = logging.getLogger(__name__)
 
 
-class Stage1Error(ValueError):
+class Stage1Error(IdProxyError, ValueError):
     """Stage 1 cannot run on the data given; the message says what to fix."""
 
 
