@@ -205,19 +205,37 @@ def evaluate(
             help="also run the learning curve at these mature-item shares, e.g. 0.1,0.3,1"
         ),
     ] = None,
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            help="run a benchmark suite instead of one dataset: a packaged name (dev) or a "
+            "suite YAML file; writes one report per dataset plus a combined one"
+        ),
+    ] = None,
+    data_root: Annotated[
+        Path,
+        typer.Option(help="with --suite: the folder {data_root} in the suite's paths stands for"),
+    ] = Path("../shared/data"),
+    only: Annotated[
+        str | None, typer.Option(help="with --suite: comma-separated subset of its datasets")
+    ] = None,
 ) -> None:
     """Run the cold-start protocol for every method and seed; write report.md/json + plots."""
     import shlex
     import sys
 
+    command = "idproxy " + shlex.join(sys.argv[1:])
+    app_config = _load(config)
+    if suite is not None:
+        _evaluate_suite(app_config, suite, data_root, output, command, seeds, only)
+        return
     from idproxy_stream.eval.run import run_evaluation
 
-    app_config = _with_data(_load(config), dataset, path, plots, plots_check, posters, poster_map)
+    app_config = _with_data(app_config, dataset, path, plots, plots_check, posters, poster_map)
     if learning_curve:
         fractions = tuple(float(part) for part in learning_curve.split(","))
         eval_section = app_config.eval.model_copy(update={"learning_curve_fractions": fractions})
         app_config = app_config.model_copy(update={"eval": eval_section})
-    command = "idproxy " + shlex.join(sys.argv[1:])
     from idproxy_stream.eval.protocol import METHODS, ORACLES
 
     chosen = methods.split(",") if methods else [*METHODS, *ORACLES]
@@ -239,6 +257,28 @@ def evaluate(
     gap = report["gap_closed_by_idproxy"]
     if gap is not None:
         typer.echo(f"IDProxy closes {100 * gap:.1f} % of the mean-ID -> oracle a+b+c gap")
+
+
+def _evaluate_suite(app_config, suite, data_root, output, command, seeds, only) -> None:
+    """``idproxy eval --suite``: every dataset of the suite, then the combined report."""
+    from idproxy_stream.eval.suite import SuiteError, load_suite, run_suite
+
+    try:
+        loaded = load_suite(suite)
+        run_suite(
+            loaded,
+            app_config,
+            data_root,
+            output,
+            command,
+            seeds=_seeds(seeds, loaded.seeds),
+            only=only.split(",") if only else None,
+            progress=_progress,
+        )
+    except SuiteError as error:
+        typer.secho(str(error), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo((output / "report.md").read_text())
 
 
 # ------------------------------------------------------------------ stream (issue 5)

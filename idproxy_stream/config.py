@@ -310,7 +310,38 @@ class Stage1Config(FrozenModel):
         description="contrast against normalize(id - mean mature id) rather than normalize(id)",
     )
     holdout_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    contrastive_weight: float = Field(
+        1.0, ge=0.0, description="weight of the symmetric InfoNCE term on directions"
+    )
+    regression_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight of a least-squares term on the raw offset (id - centre), relative "
+        "to its variance; > 0 makes the projector learn a length per item (unit_offsets off) "
+        "and early-stops on held-out mature items' squared error",
+    )
+    patience: int = Field(
+        20, ge=1, description="with a regression term: epochs without held-out improvement"
+    )
+    scale_selection: Literal["least_squares", "ranker_auc"] = Field(
+        "least_squares",
+        description="the coarse proxy's length: the least-squares scale on held-out mature "
+        "items, or the multiple of it (scale_multipliers) under which the frozen ranker ranks "
+        "the held-out items best (the validation sets of stage2.selection)",
+    )
+    scale_multipliers: tuple[float, ...] = Field(
+        (0.5, 1.0, 1.5, 2.0, 3.0, 4.0), min_length=1, description="tried with ranker_auc"
+    )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _some_objective(self) -> Stage1Config:
+        if self.contrastive_weight == 0 and self.regression_weight == 0:
+            raise ValueError(
+                "stage1.contrastive_weight and stage1.regression_weight are both 0: "
+                "give at least one a positive weight"
+            )
+        return self
 
 
 class Stage2Config(FrozenModel):
@@ -330,6 +361,32 @@ class Stage2Config(FrozenModel):
     )
     max_rare_samples: int | None = Field(
         None, ge=1, description="cap on those extra samples (a seeded random subset); None = all"
+    )
+    item_weight_power: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="each training sample weighs n_item^-power (n_item = the item's training "
+        "samples), normalised to mean 1: 0 = every sample alike (popular items dominate), "
+        "1 = every item alike",
+    )
+    new_like_holdout_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of the rare items (never seen by the ranker, like new items) held "
+        "out of training to select and guard Stage 2",
+    )
+    selection: Literal["mature", "new_like", "both"] = Field(
+        "mature",
+        description="which held-out items' AUC selects the epoch and guards serving: held-out "
+        "mature items, held-out rare items, or the mean of both",
+    )
+    min_gain: float = Field(
+        0.0,
+        ge=0.0,
+        description="serve Stage 2 only if its selection AUC beats the coarse proxy's by more "
+        "than this; otherwise the published model is the coarse proxy (gate closed)",
     )
     patience: int = Field(2, ge=1)
     seed: int = 0

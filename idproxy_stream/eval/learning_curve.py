@@ -44,9 +44,9 @@ def run_learning_curve(
             parameter.requires_grad_(False)
         id_table = ranker.id_embedding_table().detach().clone()
         for fraction in fractions:
-            proxies, _ = method_proxies(
+            proxies = method_proxies(
                 data, config, ranker, CURVE_METHODS, seed, {}, mature_fraction=fraction
-            )
+            ).proxies
             for method, cold_proxies in proxies.items():
                 table = cold_table(id_table, data.cold_rows, cold_proxies)
                 auc = evaluate_ranker(ranker, data.inputs["cold_test"], table_override(table))

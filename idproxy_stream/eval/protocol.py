@@ -34,6 +34,7 @@ from idproxy_stream.config import AppConfig, RankerConfig
 from idproxy_stream.data.schema import RecDataset
 from idproxy_stream.data.split import ColdStartSplit
 from idproxy_stream.encoders.features import FeatureTable
+from idproxy_stream.eval.void_analysis import void_analysis
 from idproxy_stream.ranker.adapter import RankerAdapter
 from idproxy_stream.ranker.din import DinRanker
 from idproxy_stream.ranker.inputs import (
@@ -50,9 +51,11 @@ from idproxy_stream.ranker.training import (
 )
 from idproxy_stream.training import baselines
 from idproxy_stream.training.item_features import RowFeatures
-from idproxy_stream.training.pipeline import train_idproxy
+from idproxy_stream.training.pipeline import IdProxyTraining, train_idproxy
 
 logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
 
 METHODS = (
     "random",
@@ -168,6 +171,18 @@ def warmup_curve(
     return curve
 
 
+@dataclass
+class MethodProxies:
+    """Every method's (C, D) cold-item proxies for one seed, and IDProxy's training."""
+
+    proxies: dict[str, torch.Tensor]
+    idproxy: IdProxyTraining | None = None
+
+    @property
+    def idproxy_metrics(self) -> dict[str, float]:
+        return dict(self.idproxy.metrics) if self.idproxy is not None else {}
+
+
 def method_proxies(
     data: ColdStartData,
     config: AppConfig,
@@ -176,12 +191,14 @@ def method_proxies(
     seed: int,
     timings: dict[str, float],
     mature_fraction: float = 1.0,
-) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Proxies (C, D) for the cold items from each method, plus IDProxy's training metrics.
+    progress: Progress | None = None,
+) -> MethodProxies:
+    """Proxies (C, D) for the cold items from each method, plus IDProxy's training.
 
     ``mature_fraction`` < 1 lets only a random share of the mature items (seeded) supervise the
     mappings, for the learning curve; Stage 2 then trains on those items' samples only.
     """
+    say = progress or (lambda message: logger.debug(message))
     id_table = ranker.id_embedding_table().detach()
     mature = data.mature_rows(config.stage1.tau)
     mature = mature[data.features.has_features[mature]]
@@ -203,34 +220,72 @@ def method_proxies(
         "dropoutnet": lambda: baselines.dropoutnet_proxies(train_inputs, targets, query, seed),
         "knn": lambda: baselines.knn_proxies(train_inputs, targets, query),
     }
-    proxies: dict[str, torch.Tensor] = {}
-    idproxy_metrics: dict[str, float] = {}
+    result = MethodProxies(proxies={})
     for method in methods:
         started = time.perf_counter()
         if method in builders:
-            proxies[method] = builders[method]()
-        elif method in ("idproxy_stage1", "idproxy") and "idproxy" not in proxies:
+            result.proxies[method] = builders[method]()
+        elif method in ("idproxy_stage1", "idproxy") and result.idproxy is None:
             training = train_idproxy(
                 ranker,
                 data.features,
                 mature,
                 RankerInputs.concat([data.inputs["warm_train"], data.inputs["warm_valid"]]),
-                data.inputs["rare"] if config.stage2.use_rare_items else None,
+                data.inputs["rare"],
                 config.stage1.model_copy(update={"seed": seed}),
                 config.stage2.model_copy(update={"seed": seed}),
             )
             cold_global = data.features.global_embedding[data.cold_rows]
             cold_clusters = data.features.cluster_states[data.cold_rows]
-            proxies["idproxy_stage1"] = training.stage1_model.predict(cold_global, cold_clusters)
-            proxies["idproxy"] = training.model.predict(cold_global, cold_clusters)
-            idproxy_metrics = training.metrics
+            result.proxies["idproxy_stage1"] = training.stage1_model.predict(
+                cold_global, cold_clusters
+            )
+            result.proxies["idproxy"] = training.model.predict(cold_global, cold_clusters)
+            result.idproxy = training
             timings["idproxy_stage1"] = training.metrics["stage1_seconds"]
             timings["idproxy_stage2"] = training.metrics["stage2_seconds"]
+            say(f"  seed {seed}: IDProxy trained in {time.perf_counter() - started:.1f} s")
             continue
         elif method not in ("idproxy_stage1", "idproxy"):
             raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        else:
+            continue
         timings[method] = time.perf_counter() - started
-    return {m: proxies[m] for m in methods}, idproxy_metrics
+        say(f"  seed {seed}: {method} fitted in {timings[method]:.1f} s")
+    result.proxies = {m: result.proxies[m] for m in methods}
+    return result
+
+
+def idproxy_void_analysis(
+    data: ColdStartData,
+    config: AppConfig,
+    ranker: RankerAdapter,
+    training: IdProxyTraining,
+    cold_proxies: torch.Tensor,
+) -> dict:
+    """The neighbour check on IDProxy's cold proxies (see ``eval/void_analysis.py``)."""
+    id_table = ranker.id_embedding_table().detach()
+    warm_rows = data.warm_rows
+    counts = torch.bincount(data.inputs["warm_train"].item, minlength=data.vocab.num_item_rows)
+    holdout = training.holdout_rows if training.holdout_rows is not None else warm_rows[:0]
+    holdout_proxies = training.model.predict(
+        data.features.global_embedding[holdout], data.features.cluster_states[holdout]
+    )
+    item_ids_by_row = np.concatenate([[-1], np.asarray(data.vocab.item_ids, dtype=np.int64)])
+    return void_analysis(
+        ranker,
+        id_table,
+        item_ids_by_row,
+        warm_rows,
+        counts[warm_rows].numpy(),
+        data.cold_rows,
+        cold_proxies,
+        holdout,
+        holdout_proxies,
+        data.inputs["cold_test"],
+        config.index,
+        config.stage1.tau,
+    )
 
 
 def run_seed(
@@ -239,13 +294,16 @@ def run_seed(
     seed: int,
     methods: Sequence[str] = METHODS,
     oracles: Sequence[str] = ORACLES,
+    progress: Progress | None = None,
 ) -> dict:
     """Every method's metrics for one seed (see the module docstring)."""
+    say = progress or (lambda message: logger.debug(message))
     timings: dict[str, float] = {}
     ranker_config = config.ranker.model_copy(update={"seed": seed})
     started = time.perf_counter()
     ranker, ranker_report = data.ranker(config.ranker, seed)
     timings["ranker"] = time.perf_counter() - started
+    say(f"  seed {seed}: ranker ready in {timings['ranker']:.1f} s")
     id_table = ranker.id_embedding_table().detach().clone()
     for parameter in ranker.parameters():
         parameter.requires_grad_(False)
@@ -253,8 +311,8 @@ def run_seed(
     cold_test = data.inputs["cold_test"]
     stages = [data.inputs[f"cold_{stage}"] for stage in WARMUP_STAGES]
     results: dict[str, dict[str, float]] = {}
-    proxies, idproxy_metrics = method_proxies(data, config, ranker, methods, seed, timings)
-    for method, cold_proxies in proxies.items():
+    fitted = method_proxies(data, config, ranker, methods, seed, timings, progress=say)
+    for method, cold_proxies in fitted.proxies.items():
         started = time.perf_counter()
         curve = warmup_curve(
             ranker,
@@ -272,6 +330,11 @@ def run_seed(
         )
         results[method] = _flatten(curve, warm)
         timings[f"warmup_{method}"] = time.perf_counter() - started
+    void = None
+    if fitted.idproxy is not None and "idproxy" in fitted.proxies:
+        void = idproxy_void_analysis(
+            data, config, ranker, fitted.idproxy, fitted.proxies["idproxy"]
+        )
     for oracle in oracles:
         started = time.perf_counter()
         included = WARMUP_STAGES[: len(oracle.removeprefix("oracle_"))]
@@ -288,6 +351,7 @@ def run_seed(
             "warm_logloss": warm["logloss"],
         }
         timings[oracle] = time.perf_counter() - started
+        say(f"  seed {seed}: {oracle} retrained in {timings[oracle]:.1f} s")
     return {
         "seed": seed,
         "methods": results,
@@ -295,7 +359,8 @@ def run_seed(
             "warm_test": evaluate_ranker(ranker, warm_test),
             "best_epoch": ranker_report.best_epoch,
         },
-        "idproxy_training": idproxy_metrics,
+        "idproxy_training": fitted.idproxy_metrics,
+        "void_analysis": void,
         "timings": timings,
     }
 

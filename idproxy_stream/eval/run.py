@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from idproxy_stream.config import AppConfig
 from idproxy_stream.data.loading import load_dataset
 from idproxy_stream.data.split import build_cold_start_split
@@ -44,6 +46,7 @@ def feature_cache_path(config: AppConfig, directory: Path) -> Path:
 
 def cached_features(config: AppConfig, items, directory: Path, say: Progress) -> FeatureTable:
     """The catalogue's features, read from the cache or extracted (and cached) now."""
+    directory.mkdir(parents=True, exist_ok=True)
     path = feature_cache_path(config, directory)
     if path.is_file():
         say(f"features: reusing {path}")
@@ -56,6 +59,28 @@ def cached_features(config: AppConfig, items, directory: Path, say: Progress) ->
     return table
 
 
+def _mean_std(values: Sequence[float]) -> dict:
+    array = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if not len(array):
+        return {"mean": None, "std": None, "values": []}
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return {"mean": float(array.mean()), "std": std, "values": array.tolist()}
+
+
+def summarise_void_analysis(seed_results: Sequence[dict]) -> dict | None:
+    """Mean, std and per-seed values of every figure of the per-seed void analyses."""
+    analyses = [r["void_analysis"] for r in seed_results if r.get("void_analysis")]
+    if not analyses:
+        return None
+    keys = ("void_rate", "auc_void_items", "auc_other_items", "threshold")
+    summary = {key: _mean_std([a[key] for a in analyses]) for key in keys}
+    summary["policy_cold_auc"] = {
+        policy: _mean_std([a["policy_cold_auc"][policy] for a in analyses])
+        for policy in analyses[0]["policy_cold_auc"]
+    }
+    return summary
+
+
 def run_evaluation(
     config: AppConfig,
     output_dir: str | Path,
@@ -65,8 +90,12 @@ def run_evaluation(
     methods: Sequence[str] = METHODS,
     oracles: Sequence[str] = ORACLES,
     progress: Progress | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict:
-    """Run every seed, write ``report.json``/``report.md``/plots to ``output_dir``; return it."""
+    """Run every seed, write ``report.json``/``report.md``/plots to ``output_dir``; return it.
+
+    Content features are cached in ``cache_dir`` (default: ``output_dir``).
+    """
     say = progress or (lambda message: logger.info(message))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -75,12 +104,14 @@ def run_evaluation(
     split = build_cold_start_split(dataset, config.split)
     say(f"data: {dataset.summary()}")
     say(f"split: {split.counts()}")
-    features = cached_features(config, dataset.items, output_dir, say)
+    cache = Path(cache_dir) if cache_dir is not None else output_dir
+    features = cached_features(config, dataset.items, cache, say)
     data = ColdStartData.prepare(dataset, split, features)
     results = []
     for seed in seeds:
         started = time.perf_counter()
-        result = run_seed(data, config, seed, methods, oracles)
+        say(f"seed {seed}: {len(methods)} methods, {len(oracles)} oracles")
+        result = run_seed(data, config, seed, methods, oracles, progress=say)
         results.append(result)
         cold = {m: round(v["cold_auc"], 4) for m, v in result["methods"].items()}
         say(f"seed {seed} ({time.perf_counter() - started:.0f} s): cold AUC {cold}")
@@ -96,6 +127,7 @@ def run_evaluation(
         "stage2": config.stage2.model_dump(mode="json"),
     }
     report = build_report(title, command, summary, results, context)
+    report["void_analysis"] = summarise_void_analysis(results)
     if config.eval.learning_curve_fractions:
         curve = run_learning_curve(data, config, seeds, config.eval.learning_curve_fractions, say)
         write_learning_curve(curve, output_dir)

@@ -48,6 +48,7 @@ class ProxyModelSpec:
     adaptor_hidden: int = 128
     dropout: float = 0.1
     gate_closed: bool = False
+    coarse_unit_offsets: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class ProxyModelSpec:
             "adaptor_hidden": self.adaptor_hidden,
             "dropout": self.dropout,
             "gate_closed": self.gate_closed,
+            "coarse_unit_offsets": self.coarse_unit_offsets,
         }
 
     @classmethod
@@ -70,6 +72,8 @@ class ProxyModelSpec:
             adaptor_hidden=int(raw["adaptor_hidden"]),
             dropout=float(raw["dropout"]),
             gate_closed=bool(raw["gate_closed"]),
+            # manifests written before the regression-trained projector had unit offsets only
+            coarse_unit_offsets=bool(raw.get("coarse_unit_offsets", True)),
         )
 
 
@@ -107,7 +111,11 @@ class ProxyModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.projector = CoarseProjector(
-            spec.encoder_dim, spec.id_dim, spec.projector_hidden, spec.dropout
+            spec.encoder_dim,
+            spec.id_dim,
+            spec.projector_hidden,
+            spec.dropout,
+            unit_offsets=spec.coarse_unit_offsets,
         )
         self.adaptor = FineAdaptor(
             spec.clusters.num_clusters,

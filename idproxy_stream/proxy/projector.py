@@ -8,11 +8,17 @@ embeddings are neither unit-norm nor centred at the origin. The coarse proxy is 
     p_coarse = centre + scale * normalize(phi(g))
 
 where ``centre`` is the mean ID embedding of mature items (zero when Stage 1 trains on
-un-centred targets) and ``scale`` is the least-squares scalar ``mean_i <u_i, y_i - centre>``
-over held-out mature items (u_i the unit direction, y_i the raw ID embedding). That scalar is
-the length that minimises the squared error of ``scale * u`` against the ID embedding: it equals
-the mean ID norm when directions are perfect and shrinks toward the centre as alignment gets
-worse, which is what a ranker needs from an uncertain proxy.
+un-centred targets) and ``scale`` is the least-squares scalar
+``sum_i <u_i, y_i - centre> / sum_i <u_i, u_i>`` over held-out mature items (u_i the offset,
+y_i the raw ID embedding). That scalar is the length that minimises the squared error of
+``scale * u`` against the ID embedding: it equals the mean ID norm when directions are perfect
+and shrinks toward the centre as alignment gets worse, which is what a ranker needs from an
+uncertain proxy.
+
+With ``unit_offsets=False`` (Stage 1 trained with a regression term, see
+``training/stage1.py``) the offset is ``phi(g)`` itself rather than its direction: the network
+then learns a length per item (short where the content says little) and ``scale`` is the same
+least-squares shrinkage of that whole offset.
 """
 
 from __future__ import annotations
@@ -32,10 +38,16 @@ class CoarseProjector(nn.Module):
     """
 
     def __init__(
-        self, input_dim: int, id_dim: int, hidden_dim: int = 256, dropout: float = 0.1
+        self,
+        input_dim: int,
+        id_dim: int,
+        hidden_dim: int = 256,
+        dropout: float = 0.1,
+        unit_offsets: bool = True,
     ) -> None:
         super().__init__()
         self.input_dim, self.id_dim = input_dim, id_dim
+        self.unit_offsets = unit_offsets
         self.net = nn.Sequential(
             nn.LayerNorm(input_dim),
             nn.Dropout(dropout),
@@ -50,9 +62,17 @@ class CoarseProjector(nn.Module):
         """(B, D_enc) -> (B, D_id) unit vectors; what the contrastive loss trains."""
         return F.normalize(self.net(global_embedding), dim=-1)
 
+    def offset(self, global_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, D_enc) -> (B, D_id) offset from the centre before scaling.
+
+        The unit direction when ``unit_offsets``, else the network's raw output.
+        """
+        raw = self.net(global_embedding)
+        return F.normalize(raw, dim=-1) if self.unit_offsets else raw
+
     def forward(self, global_embedding: torch.Tensor) -> torch.Tensor:
-        """(B, D_enc) -> (B, D_id) coarse proxy ``centre + scale * direction``."""
-        return self.centre + self.scale * self.direction(global_embedding)
+        """(B, D_enc) -> (B, D_id) coarse proxy ``centre + scale * offset``."""
+        return self.centre + self.scale * self.offset(global_embedding)
 
     @torch.no_grad()
     def calibrate(self, global_embedding: torch.Tensor, id_embedding: torch.Tensor) -> float:
@@ -62,8 +82,9 @@ class CoarseProjector(nn.Module):
         """
         was_training = self.training
         self.eval()
-        direction = self.direction(global_embedding)
-        scale = (direction * (id_embedding - self.centre)).sum(-1).mean().clamp(min=0.0)
+        offset = self.offset(global_embedding)
+        aligned = (offset * (id_embedding - self.centre)).sum()
+        scale = (aligned / offset.pow(2).sum().clamp(min=1e-12)).clamp(min=0.0)
         self.scale.copy_(scale)
         self.train(was_training)
         return float(scale)

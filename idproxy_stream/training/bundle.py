@@ -202,7 +202,7 @@ def train_model_bundle(
         row_features,
         mature_rows,
         RankerInputs.concat([inputs["warm_train"], inputs["warm_valid"]]),
-        inputs["rare"] if config.stage2.use_rare_items else None,
+        inputs["rare"],
         config.stage1,
         config.stage2,
     )

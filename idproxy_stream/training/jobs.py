@@ -56,7 +56,7 @@ from idproxy_stream.training.bundle import (
     train_model_bundle,
 )
 from idproxy_stream.training.item_features import RowFeatures
-from idproxy_stream.training.pipeline import new_manifest, stage2_samples
+from idproxy_stream.training.pipeline import new_manifest, stage2_data
 from idproxy_stream.training.stage1 import split_mature_rows
 from idproxy_stream.training.stage2 import train_stage2
 
@@ -191,17 +191,22 @@ def run_stage2(
     torch.manual_seed(config.stage2.seed)  # the adaptor's and gate's initial weights
     model = ProxyModel(spec)
     model.projector.load_state_dict(coarse.projector.state_dict())
-    train_samples, valid_samples = stage2_samples(
+    data = stage2_data(
         RankerInputs.concat([inputs.samples["warm_train"], inputs.samples["warm_valid"]]),
-        inputs.samples["rare"] if config.stage2.use_rare_items else None,
+        inputs.samples["rare"],
         fit_rows,
         holdout_rows,
         inputs.row_features,
-        config.stage2.max_rare_samples,
-        config.stage2.seed,
+        config.stage2,
     )
     result = train_stage2(
-        model, inputs.ranker, inputs.row_features, train_samples, valid_samples, config.stage2
+        model,
+        inputs.ranker,
+        inputs.row_features,
+        data.train,
+        data.validation,
+        config.stage2,
+        data.item_weights,
     )
     say(f"stage 2: held-out-item AUC {result.metrics.get('best_valid_auc', float('nan')):.4f}")
 

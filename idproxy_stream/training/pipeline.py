@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -18,6 +18,7 @@ from idproxy_stream.proxy.model import ProxyManifest, ProxyModel, ProxyModelSpec
 from idproxy_stream.ranker.adapter import RankerAdapter
 from idproxy_stream.ranker.inputs import RankerInputs
 from idproxy_stream.training.item_features import RowFeatures
+from idproxy_stream.training.selection import select_coarse_scale
 from idproxy_stream.training.stage1 import train_stage1
 from idproxy_stream.training.stage2 import samples_of_items, train_stage2
 
@@ -34,30 +35,77 @@ class IdProxyTraining:
     holdout_rows: torch.Tensor | None = None
 
 
-def stage2_samples(
+@dataclass(frozen=True)
+class Stage2Data:
+    """What Stage 2 trains and selects on.
+
+    train: the ranker's samples of the fit items, plus the extra (rare) items' samples outside
+        the new-like holdout.
+    validation: ``{"mature": samples of held-out mature items, "new_like": samples of held-out
+        rare items}``; the rare items were never in the ranker's training data, like new items.
+    item_weights: (N_rows,) loss weight per candidate row (``n_item^-power``, mean 1 over
+        ``train``), or None for unweighted.
+    """
+
+    train: RankerInputs
+    validation: dict[str, RankerInputs]
+    item_weights: torch.Tensor | None
+
+
+def split_new_like_items(
+    extra_samples: RankerInputs, fraction: float, seed: int
+) -> tuple[RankerInputs, RankerInputs]:
+    """(train, held-out) samples of ``extra_samples``, held out by item (a seeded ``fraction``)."""
+    items = torch.unique(extra_samples.item)
+    generator = torch.Generator().manual_seed(seed)
+    held_count = round(len(items) * fraction)
+    held = items[torch.randperm(len(items), generator=generator)[:held_count]]
+    is_held = torch.isin(extra_samples.item, held)
+    return extra_samples.subset(~is_held), extra_samples.subset(is_held)
+
+
+def item_balanced_weights(samples: RankerInputs, num_rows: int, power: float) -> torch.Tensor:
+    """(N_rows,) weight ``n_item^-power`` per candidate row, scaled to mean 1 over ``samples``."""
+    counts = torch.bincount(samples.item, minlength=num_rows).double()
+    weights = counts.clamp(min=1.0).pow(-power)
+    mean = (weights[samples.item]).mean() if len(samples) else torch.tensor(1.0)
+    return (weights / mean).float()
+
+
+def stage2_data(
     ranker_samples: RankerInputs,
     extra_samples: RankerInputs | None,
     fit_rows: torch.Tensor,
     holdout_rows: torch.Tensor,
     features: RowFeatures,
-    max_extra_samples: int | None = None,
-    seed: int = 0,
-) -> tuple[RankerInputs, RankerInputs]:
-    """(train, valid) samples of Stage 2.
+    config: Stage2Config,
+) -> Stage2Data:
+    """Stage 2's training samples, validation sets and weights (see :class:`Stage2Data`).
 
-    Train: the ranker's samples of the fit items plus the extra samples of items that have
-    content features (a seeded random subset of at most ``max_extra_samples``). Valid: the
-    ranker's samples of the held-out items.
+    Extra (rare) samples count only for items with content features. A seeded
+    ``config.new_like_holdout_fraction`` of their items is held out for validation whether or
+    not the rest trains (``config.use_rare_items``); ``config.max_rare_samples`` caps the
+    training share (a seeded random subset).
     """
     train = samples_of_items(ranker_samples, fit_rows)
+    validation = {"mature": samples_of_items(ranker_samples, holdout_rows)}
     if extra_samples is not None and len(extra_samples):
         extra = extra_samples.subset(features.has_features[extra_samples.item])
-        if max_extra_samples is not None and len(extra) > max_extra_samples:
-            generator = torch.Generator().manual_seed(seed)
-            keep = torch.randperm(len(extra), generator=generator)[:max_extra_samples]
-            extra = extra.subset(keep.sort().values)
-        train = RankerInputs.concat([train, extra])
-    return train, samples_of_items(ranker_samples, holdout_rows)
+        extra, held = split_new_like_items(extra, config.new_like_holdout_fraction, config.seed)
+        validation["new_like"] = held
+        if config.use_rare_items:
+            if config.max_rare_samples is not None and len(extra) > config.max_rare_samples:
+                generator = torch.Generator().manual_seed(config.seed)
+                keep = torch.randperm(len(extra), generator=generator)[: config.max_rare_samples]
+                extra = extra.subset(keep.sort().values)
+            train = RankerInputs.concat([train, extra])
+    if config.selection != "both":
+        validation = {config.selection: validation.get(config.selection, train.subset(slice(0)))}
+    weights = None
+    if config.item_weight_power > 0:
+        num_rows = int(features.global_embedding.shape[0])
+        weights = item_balanced_weights(train, num_rows, config.item_weight_power)
+    return Stage2Data(train=train, validation=validation, item_weights=weights)
 
 
 def train_idproxy(
@@ -77,13 +125,22 @@ def train_idproxy(
         mature_rows: (M,) ranker rows of mature items.
         ranker_samples: the ranker's training samples; Stage 2 trains on those of the mature
             items outside the holdout and validates on those of the held-out items.
-        extra_samples: more logged samples of items that are neither mature nor cold (e.g. the
-            split's ``rare`` part), added to Stage 2's training data; None for none.
+        extra_samples: logged samples of items that are neither mature nor cold (the split's
+            ``rare`` part): some of their items validate, the rest train Stage 2 when
+            ``stage2_config.use_rare_items``; None for none.
         stage1_config, stage2_config: settings of each stage.
     """
     id_table = ranker.id_embedding_table().detach().clone()
     started = time.perf_counter()
     stage1 = train_stage1(features, id_table, mature_rows, stage1_config)
+    data = stage2_data(
+        ranker_samples,
+        extra_samples,
+        stage1.fit_rows,
+        stage1.holdout_rows,
+        features,
+        stage2_config,
+    )
     spec = ProxyModelSpec(
         encoder_dim=features.encoder_dim,
         id_dim=int(id_table.shape[1]),
@@ -92,38 +149,31 @@ def train_idproxy(
         adaptor_hidden=stage2_config.hidden_dim,
         dropout=stage2_config.dropout,
         gate_closed=True,
+        coarse_unit_offsets=stage1.projector.unit_offsets,
     )
     stage1_model = ProxyModel(spec)
     stage1_model.projector.load_state_dict(stage1.projector.state_dict())
     stage1_model.eval()
+    metrics = {f"stage1_{name}": value for name, value in stage1.metrics.items()}
+    if stage1_config.scale_selection == "ranker_auc":
+        chosen = select_coarse_scale(
+            stage1_model, ranker, features, data.validation, stage1_config.scale_multipliers
+        )
+        metrics.update({f"stage1_{name}": value for name, value in chosen.items()})
     stage1_seconds = time.perf_counter() - started
 
-    model = ProxyModel(
-        ProxyModelSpec(
-            **{
-                **spec.to_dict(),
-                "clusters": spec.clusters,
-                "gate_closed": stage2_config.gate_closed,
-            }
-        )
+    model = ProxyModel(replace(spec, gate_closed=stage2_config.gate_closed))
+    model.projector.load_state_dict(stage1_model.projector.state_dict())
+    stage2 = train_stage2(
+        model, ranker, features, data.train, data.validation, stage2_config, data.item_weights
     )
-    model.projector.load_state_dict(stage1.projector.state_dict())
-    train_samples, valid_samples = stage2_samples(
-        ranker_samples,
-        extra_samples,
-        stage1.fit_rows,
-        stage1.holdout_rows,
-        features,
-        stage2_config.max_rare_samples,
-        stage2_config.seed,
-    )
-    stage2 = train_stage2(model, ranker, features, train_samples, valid_samples, stage2_config)
-    metrics = {f"stage1_{name}": value for name, value in stage1.metrics.items()}
     metrics.update({f"stage2_{name}": value for name, value in stage2.metrics.items()})
     metrics["stage1_seconds"] = stage1_seconds
+    # a Stage 2 the guard refused is not served: the published model is the coarse one
+    refused = stage2.metrics.get("served") == 0.0
     return IdProxyTraining(
         stage1_model=stage1_model,
-        model=stage2.model,
+        model=stage1_model if refused else stage2.model,
         metrics=metrics,
         holdout_rows=stage1.holdout_rows,
     )

@@ -12,6 +12,7 @@ reported.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -95,6 +96,12 @@ def train_stage1(
 ) -> Stage1Result:
     """Train the coarse projector on mature items.
 
+    The loss is ``contrastive_weight * InfoNCE(directions, normalised centred IDs)`` plus, when
+    ``regression_weight > 0``, ``regression_weight * ||phi(g) - (y - centre)||^2 / E||y -
+    centre||^2``. With a regression term the projector's raw output is the offset (a length per
+    item) and training keeps the epoch with the lowest held-out squared error; without it the
+    offset is a unit direction and every epoch runs (the paper's Stage 1).
+
     Args:
         features: encoder features by ranker row.
         id_table: (N_rows, D_id) the frozen ranker's ID embeddings.
@@ -111,8 +118,13 @@ def train_stage1(
     started = time.perf_counter()
     fit_rows, holdout_rows = split_mature_rows(mature_rows, config.holdout_fraction, config.seed)
     id_table = id_table.detach()
+    regression = config.regression_weight > 0
     projector = CoarseProjector(
-        features.encoder_dim, id_table.shape[1], config.hidden_dim, config.dropout
+        features.encoder_dim,
+        id_table.shape[1],
+        config.hidden_dim,
+        config.dropout,
+        unit_offsets=not regression,
     )
     centre = id_table[fit_rows].mean(0) if config.center_targets else torch.zeros(id_table.shape[1])
     projector.centre.copy_(centre)
@@ -125,36 +137,65 @@ def train_stage1(
     )
     generator = torch.Generator().manual_seed(config.seed)
     targets = contrastive_targets(id_table, centre)
+    offsets = id_table - centre
+    offset_variance = offsets[fit_rows].pow(2).sum(-1).mean().clamp(min=1e-12)
     result = Stage1Result(projector=projector, fit_rows=fit_rows, holdout_rows=holdout_rows)
-    projector.train()
-    for _ in range(config.epochs):
+    selection_rows = holdout_rows if len(holdout_rows) else fit_rows
+    best_error, best_epoch = float("inf"), 0
+    best_state = copy.deepcopy(projector.state_dict())
+    for epoch in range(1, config.epochs + 1):
+        projector.train()
         order = fit_rows[torch.randperm(len(fit_rows), generator=generator)]
         epoch_loss, batches = 0.0, 0
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
             if len(rows) < 2:
                 continue
-            directions = projector.direction(features.global_embedding[rows])
-            temperature = log_temperature.exp().clamp(0.01, 1.0)
-            loss = symmetric_info_nce(directions, targets[rows], temperature)
+            raw = projector.net(features.global_embedding[rows])
+            loss = torch.zeros(())
+            if config.contrastive_weight > 0:
+                temperature = log_temperature.exp().clamp(0.01, 1.0)
+                contrastive = symmetric_info_nce(
+                    F.normalize(raw, dim=-1), targets[rows], temperature
+                )
+                loss = loss + config.contrastive_weight * contrastive
+            if regression:
+                squared = (raw - offsets[rows]).pow(2).sum(-1).mean() / offset_variance
+                loss = loss + config.regression_weight * squared
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             epoch_loss, batches = epoch_loss + float(loss.detach()), batches + 1
         result.loss_history.append(epoch_loss / max(batches, 1))
+        if not regression:
+            continue
+        projector.eval()
+        with torch.no_grad():
+            raw = projector.net(features.global_embedding[selection_rows])
+            error = float((raw - offsets[selection_rows]).pow(2).sum(-1).mean())
+        if error < best_error:
+            best_error, best_epoch = error, epoch
+            best_state = copy.deepcopy(projector.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            break
+    if regression:
+        projector.load_state_dict(best_state)
     projector.eval()
 
-    calibration_rows = holdout_rows if len(holdout_rows) else fit_rows
-    scale = projector.calibrate(
-        features.global_embedding[calibration_rows], id_table[calibration_rows]
-    )
+    scale = projector.calibrate(features.global_embedding[selection_rows], id_table[selection_rows])
     result.metrics = {
         "scale": scale,
         "temperature": float(log_temperature.detach().exp().clamp(0.01, 1.0)),
         "final_loss": result.loss_history[-1] if result.loss_history else float("nan"),
         "mature_items": len(mature_rows),
+        "epochs": float(len(result.loss_history)),
         "seconds": time.perf_counter() - started,
     }
+    if regression:
+        result.metrics["best_epoch"] = float(best_epoch)
+        result.metrics["holdout_relative_error"] = best_error / float(
+            offsets[selection_rows].pow(2).sum(-1).mean().clamp(min=1e-12)
+        )
     if len(holdout_rows):
         result.metrics.update(
             stage1_recall(projector, features, targets, mature_rows, holdout_rows)

@@ -29,8 +29,8 @@ from idproxy_stream.config import Stage2Config
 from idproxy_stream.proxy.model import ProxyModel
 from idproxy_stream.ranker.adapter import RankerAdapter
 from idproxy_stream.ranker.inputs import RankerBatch, RankerInputs
-from idproxy_stream.ranker.metrics import roc_auc
 from idproxy_stream.training.item_features import RowFeatures
+from idproxy_stream.training.selection import proxies_for_rows, selection_auc
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,6 @@ class Stage2Result:
     valid_auc: list[float] = field(default_factory=list)
     best_epoch: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def proxies_for_rows(model: ProxyModel, features: RowFeatures, rows: torch.Tensor) -> torch.Tensor:
-    """Proxies for item rows of any shape: (...) -> (..., D_id), each distinct row computed once."""
-    unique, inverse = torch.unique(rows, return_inverse=True)
-    proxies = model(features.global_embedding[unique], features.cluster_states[unique])
-    return proxies[inverse]
 
 
 def proxy_override(
@@ -74,30 +67,14 @@ def proxy_override(
     return candidate, history
 
 
-@torch.no_grad()
-def proxy_auc(
-    model: ProxyModel,
-    ranker: RankerAdapter,
-    features: RowFeatures,
-    samples: RankerInputs,
-    batch_size: int = 4096,
-) -> float:
-    """AUC of the ranker on ``samples`` with each candidate's ID replaced by its proxy."""
-    model.eval()
-    logits = [
-        ranker.forward(batch, proxies_for_rows(model, features, batch.item))
-        for batch in samples.batches(batch_size)
-    ]
-    return roc_auc(samples.label.numpy(), torch.cat(logits).numpy())
-
-
 def train_stage2(
     model: ProxyModel,
     ranker: RankerAdapter,
     features: RowFeatures,
     train_samples: RankerInputs,
-    valid_samples: RankerInputs,
+    validation: RankerInputs | dict[str, RankerInputs],
     config: Stage2Config,
+    item_weights: torch.Tensor | None = None,
 ) -> Stage2Result:
     """Train ``model``'s adaptor and gate in place; see the module docstring.
 
@@ -106,13 +83,22 @@ def train_stage2(
         ranker: the frozen ranker (any RankerAdapter).
         features: encoder features by ranker row.
         train_samples: samples whose candidates are proxied during training.
-        valid_samples: samples of held-out items, for model selection.
+        validation: samples of held-out items for model selection, one set or several by name
+            (the selection score is the mean of their AUCs).
         config: Stage 2 settings.
+        item_weights: (N_rows,) loss weight of a sample by its candidate's row; None = 1.
+
+    The epoch with the best selection score is kept; if that score does not beat the coarse
+    proxy's (epoch 0) by more than ``config.min_gain``, the result keeps epoch 0, whose proxy is
+    exactly the coarse one (the adaptor's output layer starts at zero), and
+    ``metrics["served"]`` is 0.
     """
     result = Stage2Result(model=model)
     if model.gate.closed:
         logger.info("stage 2: gate closed, the proxy is the Stage 1 proxy; nothing to train")
         return result
+    if not isinstance(validation, dict):
+        validation = {"mature": validation}
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     ranker_parameters = list(ranker.parameters()) if hasattr(ranker, "parameters") else []
@@ -129,9 +115,12 @@ def train_stage2(
     )
     id_table = ranker.id_embedding_table().detach()
     generator = torch.Generator().manual_seed(config.seed)
-    best_auc = proxy_auc(model, ranker, features, valid_samples)
+    coarse_scores = selection_auc(model, ranker, features, validation)
+    best_auc = coarse_scores["selection"]
     result.valid_auc.append(best_auc)
-    best_state = copy.deepcopy(model.state_dict())
+    initial_state = copy.deepcopy(model.state_dict())
+    best_state = initial_state
+    best_scores = coarse_scores
     try:
         for epoch in range(1, config.epochs + 1):
             model.train()
@@ -147,17 +136,19 @@ def train_stage2(
                     config.history_proxy_probability,
                     generator,
                 )
+                weight = None if item_weights is None else item_weights[batch.item]
                 loss = F.binary_cross_entropy_with_logits(
-                    ranker.forward(batch, candidate, history), batch.label
+                    ranker.forward(batch, candidate, history), batch.label, weight=weight
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            auc = proxy_auc(model, ranker, features, valid_samples)
+            scores = selection_auc(model, ranker, features, validation)
+            auc = scores["selection"]
             result.valid_auc.append(auc)
-            logger.info("stage 2 epoch %d held-out-item auc %.4f", epoch, auc)
+            logger.info("stage 2 epoch %d held-out-item auc %s", epoch, _rounded(scores))
             if auc > best_auc:
-                best_auc, result.best_epoch = auc, epoch
+                best_auc, result.best_epoch, best_scores = auc, epoch, scores
                 best_state = copy.deepcopy(model.state_dict())
             elif epoch - result.best_epoch >= config.patience:
                 break
@@ -166,17 +157,30 @@ def train_stage2(
             parameter.requires_grad_(flag)
         for parameter in model.projector.parameters():
             parameter.requires_grad_(True)
+    served = best_auc > coarse_scores["selection"] + config.min_gain
+    if not served:
+        best_state, best_scores, result.best_epoch = initial_state, coarse_scores, 0
+        best_auc = coarse_scores["selection"]
     model.load_state_dict(best_state)
     model.eval()
     result.metrics = {
         "best_valid_auc": best_auc,
-        "stage1_valid_auc": result.valid_auc[0],
+        "stage1_valid_auc": coarse_scores["selection"],
         "best_epoch": float(result.best_epoch),
+        "served": float(served),
         "seconds": time.perf_counter() - started,
         "train_samples": float(len(train_samples)),
-        "valid_samples": float(len(valid_samples)),
+        "valid_samples": float(sum(len(samples) for samples in validation.values())),
     }
+    for name in validation:
+        if name in best_scores:
+            result.metrics[f"{name}_valid_auc"] = best_scores[name]
+            result.metrics[f"{name}_stage1_valid_auc"] = coarse_scores[name]
     return result
+
+
+def _rounded(scores: dict[str, float]) -> dict[str, float]:
+    return {name: round(value, 4) for name, value in scores.items()}
 
 
 def samples_of_items(samples: RankerInputs, item_rows: torch.Tensor) -> RankerInputs:

@@ -70,3 +70,32 @@ def test_too_few_mature_items_says_what_to_change():
     features, ids, _ = planted_rows(num_items=10)
     with pytest.raises(Stage1Error, match=r"stage1\.tau"):
         train_stage1(features, ids, torch.tensor([1, 2]), CONFIG)
+
+
+def test_a_regression_term_learns_per_item_lengths_and_a_lower_held_out_error():
+    features, ids, mature = planted_rows()
+    contrastive = train_stage1(features, ids, mature, CONFIG)
+    regression = train_stage1(
+        features, ids, mature, CONFIG.model_copy(update={"regression_weight": 1.0})
+    )
+    holdout = regression.holdout_rows
+    assert not regression.projector.unit_offsets and contrastive.projector.unit_offsets
+    with torch.no_grad():
+        offsets = regression.projector.offset(features.global_embedding[holdout])
+        errors = {
+            name: (result.projector(features.global_embedding[holdout]) - ids[holdout])
+            .pow(2)
+            .sum(1)
+            .mean()
+            for name, result in (("contrastive", contrastive), ("regression", regression))
+        }
+    norms = offsets.norm(dim=1)
+    assert norms.std() > 0.1 * norms.mean()  # lengths differ per item, unlike unit directions
+    assert errors["regression"] < 0.8 * errors["contrastive"]
+    assert 0 < regression.metrics["best_epoch"] <= CONFIG.epochs
+    assert regression.metrics["holdout_relative_error"] < 0.9
+
+
+def test_both_objective_weights_zero_is_refused_with_the_keys_to_change():
+    with pytest.raises(ValueError, match="contrastive_weight and stage1.regression_weight"):
+        Stage1Config(contrastive_weight=0.0, regression_weight=0.0)
