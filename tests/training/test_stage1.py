@@ -97,5 +97,5 @@ def test_a_regression_term_learns_per_item_lengths_and_a_lower_held_out_error():
 
 
 def test_both_objective_weights_zero_is_refused_with_the_keys_to_change():
-    with pytest.raises(ValueError, match="contrastive_weight and stage1.regression_weight"):
+    with pytest.raises(ValueError, match=r"contrastive_weight and stage1\.regression_weight"):
         Stage1Config(contrastive_weight=0.0, regression_weight=0.0)
