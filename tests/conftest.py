@@ -53,7 +53,9 @@ def install_port_guard() -> None:
     paths = [part for part in os.environ.get("PYTHONPATH", "").split(os.pathsep) if part]
     if str(GUARD_DIR) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(GUARD_DIR), *paths])
-    spec = importlib.util.spec_from_file_location("idproxy_test_guard", GUARD_DIR / "sitecustomize.py")
+    spec = importlib.util.spec_from_file_location(
+        "idproxy_test_guard", GUARD_DIR / "sitecustomize.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 

@@ -27,6 +27,8 @@ from idproxy_stream.training.item_features import RowFeatures
 
 logger = logging.getLogger(__name__)
 
+PROGRESS_EVERY_S = 10.0  # at most one progress log line per this many seconds
+
 
 class Stage1Error(IdProxyError, ValueError):
     """Stage 1 cannot run on the data given; the message says what to fix."""
@@ -127,7 +129,8 @@ def train_stage1(
     targets = contrastive_targets(id_table, centre)
     result = Stage1Result(projector=projector, fit_rows=fit_rows, holdout_rows=holdout_rows)
     projector.train()
-    for _ in range(config.epochs):
+    next_report = time.monotonic() + PROGRESS_EVERY_S
+    for epoch in range(config.epochs):
         order = fit_rows[torch.randperm(len(fit_rows), generator=generator)]
         epoch_loss, batches = 0.0, 0
         for start in range(0, len(order), config.batch_size):
@@ -142,6 +145,11 @@ def train_stage1(
             optimizer.step()
             epoch_loss, batches = epoch_loss + float(loss.detach()), batches + 1
         result.loss_history.append(epoch_loss / max(batches, 1))
+        if time.monotonic() > next_report:
+            logger.info(
+                "stage 1 epoch %d/%d: loss %.4f", epoch + 1, config.epochs, result.loss_history[-1]
+            )
+            next_report = time.monotonic() + PROGRESS_EVERY_S
     projector.eval()
 
     calibration_rows = holdout_rows if len(holdout_rows) else fit_rows

@@ -155,7 +155,7 @@ def train_stage2(
                 optimizer.step()
             auc = proxy_auc(model, ranker, features, valid_samples)
             result.valid_auc.append(auc)
-            logger.info("stage 2 epoch %d held-out-item auc %.4f", epoch, auc)
+            logger.info("stage 2 epoch %d/%d: held-out-item AUC %.4f", epoch, config.epochs, auc)
             if auc > best_auc:
                 best_auc, result.best_epoch = auc, epoch
                 best_state = copy.deepcopy(model.state_dict())
