@@ -76,8 +76,17 @@ class IdProxyGroup(TyperGroup):
         except IdProxyError as error:
             if ctx.params.get("debug"):
                 traceback.print_exc()
-            typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+            if _logs_are_json():  # the error is one more JSON line, like every other
+                logger.error(str(error), extra={"error": type(error).__name__, "exit_code": 2})
+            else:
+                typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
+
+
+def _logs_are_json() -> bool:
+    from idproxy_stream.stream.logs import JsonLogFormatter
+
+    return any(isinstance(h.formatter, JsonLogFormatter) for h in logging.getLogger().handlers)
 
 
 app = typer.Typer(
@@ -118,6 +127,13 @@ def _configure_logging(options: GlobalOptions, level: str = "INFO", log_format: 
 def _options(ctx: typer.Context) -> GlobalOptions:
     root = ctx.find_root()
     return root.obj if isinstance(root.obj, GlobalOptions) else GlobalOptions()
+
+
+def _prepare_ray(ctx: typer.Context) -> None:
+    """Before ray is imported: keep JSON logs one object per line (see prepare_ray_logging)."""
+    from idproxy_stream.stream.logs import prepare_ray_logging
+
+    prepare_ray_logging(_options(ctx).log_format or "text")
 
 
 @app.callback()
@@ -165,6 +181,7 @@ def version() -> None:
 
 @app.command()
 def encode(
+    ctx: typer.Context,
     config: ConfigOption = None,
     output: Annotated[
         Path | None,
@@ -172,6 +189,7 @@ def encode(
     ] = None,
 ) -> None:
     """Extract content features of the configured dataset's items with Ray Data (resumable)."""
+    _prepare_ray(ctx)
     from idproxy_stream.encoders.ray_extract import encode_dataset
 
     summary = encode_dataset(_load(config), output)
@@ -516,6 +534,7 @@ def broker(
 
 @app.command()
 def backfill(
+    ctx: typer.Context,
     config: ConfigOption = None,
     source: Annotated[str, typer.Option(help="catalogue | kafka")] = "catalogue",
     model_version: Annotated[
@@ -531,6 +550,7 @@ def backfill(
     """Recompute proxies with one model version for the catalogue or a Kafka offset range."""
     import json
 
+    _prepare_ray(ctx)
     from idproxy_stream.backfill.catalogue import backfill_catalogue
     from idproxy_stream.backfill.kafka_range import backfill_offset_range, parse_offsets
 

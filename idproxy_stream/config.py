@@ -710,16 +710,19 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 def _describe_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+    """One line for one problem, else a heading and a line per problem."""
+    problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "<top level>"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{key}': remove it or check its spelling")
+            problems.append(f"unknown key '{key}': remove it or check its spelling")
         elif item["type"] == "missing":
-            lines.append(f"  - missing key '{key}': add it")
+            problems.append(f"missing key '{key}': add it")
         else:
-            lines.append(f"  - '{key}': {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
+            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
+    if len(problems) == 1:
+        return f"invalid configuration in {source}: {problems[0]}"
+    return "\n".join([f"invalid configuration in {source}:", *(f"  - {p}" for p in problems)])
 
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> AppConfig:

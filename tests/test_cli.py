@@ -110,3 +110,21 @@ def test_ranker_train_shows_each_epoch_and_its_json_logs_parse_line_by_line(tmp_
     assert any(m.startswith("ranker epoch 2/2: valid AUC") for m in messages), messages
     assert {"ts", "level", "logger", "pid"} <= set(records[0])
     assert "warm-test AUC" in result.stdout  # the result on stdout, progress on stderr
+
+
+def test_a_misspelt_config_key_is_one_line_naming_file_and_key(tmp_path) -> None:
+    config = write_config(tmp_path / "c.yaml", {"stream": {"num_wrkers": 2}})
+    line = one_error_line(runner.invoke(app, ["train", "--config", config]))
+    assert line == (
+        f"error: invalid configuration in {config}: unknown key 'stream.num_wrkers': remove it "
+        "or check its spelling"
+    )
+
+
+def test_with_json_logs_the_error_is_one_json_line_too(tmp_path) -> None:
+    config = write_config(tmp_path / "c.yaml", {"stream": {"model_dir": str(tmp_path / "none")}})
+    result = runner.invoke(app, ["--log-format", "json", "stream", "--config", config])
+    assert result.exit_code == 2
+    records = [json.loads(line) for line in result.stderr.strip().splitlines()]
+    assert records[-1]["level"] == "ERROR" and records[-1]["exit_code"] == 2
+    assert "holds no trained model bundle" in records[-1]["message"]

