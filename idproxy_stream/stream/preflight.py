@@ -1,16 +1,16 @@
 """Checks that run on the driver before any actor starts, so a mistake fails in seconds.
 
 Each one raises an error naming the setting (or file) and what to do: client settings
-kafka-python would refuse, a broker that does not answer or a
-topic that is missing, a store that cannot be opened, a port something else holds. Without
-them the same mistakes surface tens of seconds later, inside an actor, as a library traceback.
+kafka-python would refuse, a broker that does not answer or a topic that is missing, a store
+that cannot be opened. (The port of ``/metrics`` is bound, not probed, before the actors start:
+``port_in_use`` names its setting.) Without them the same mistakes surface tens of seconds
+later, inside an actor, as a library traceback.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import socket
 import time
 
 from idproxy_stream.config import AppConfig, KafkaConfig, StoreConfig
@@ -23,16 +23,6 @@ logger = logging.getLogger(__name__)
 
 class PortInUseError(IdProxyError, OSError):
     """A port the job would listen on is taken; the message names the setting."""
-
-
-def check_port_free(port: int, setting: str, host: str = "0.0.0.0") -> None:
-    """Raise :class:`PortInUseError` naming ``setting`` when ``host:port`` cannot be bound."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise port_in_use(port, setting, host, error) from None
 
 
 def port_in_use(port: int, setting: str, host: str, error: OSError) -> PortInUseError:
@@ -55,11 +45,11 @@ def check_store(config: StoreConfig) -> None:
             pass
     except StoreError:
         raise
-    except OSError as error:
-        path = getattr(config, config.online).__dict__.get("path")
+    except OSError as error:  # sqlite / parquet: a folder that cannot be created or written
         raise StoreError(
-            f"cannot open the {config.online} store (store.{config.online}.path={path}): "
-            f"{error.strerror or error}; choose a writable path"
+            f"cannot open the {config.online} store: {error.strerror or error} "
+            f"({getattr(error, 'filename', None) or 'its path'}); choose a writable "
+            f"store.{config.online}.path"
         ) from None
     logger.debug("store %s opens (%.2f s)", config.online, time.perf_counter() - started)
 

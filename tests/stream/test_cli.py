@@ -151,6 +151,15 @@ def test_an_unreachable_redis_store_is_one_line_naming_the_url_setting(tmp_path,
     assert f"Redis at {url}" in line and "store.redis.url" in line
 
 
+def test_an_unwritable_sqlite_path_is_one_line_naming_the_setting(tmp_path, stream_config):
+    (tmp_path / "a-file").write_text("")
+    store = {"sqlite": {"path": str(tmp_path / "a-file" / "proxies.sqlite")}}
+    path = config_file(tmp_path / "c.yaml", stream_config(), store=store)
+    line = one_error_line(runner.invoke(app, ["stream", "--config", path]))
+    assert line.startswith("error: cannot open the sqlite store: ")
+    assert line.endswith("choose a writable store.sqlite.path")
+
+
 def test_an_unknown_pass_through_kafka_setting_is_one_line(tmp_path, stream_config):
     kafka = {"consumer_extra": {"fetch_max_byte": 1}}
     path = config_file(tmp_path / "c.yaml", stream_config(), kafka=kafka)
