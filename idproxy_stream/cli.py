@@ -2,16 +2,95 @@
 
 Each command group lives in this file as a thin function; the work happens in the
 package modules it imports lazily (so `idproxy --help` stays fast).
+
+Every failure a user can cause (an :class:`~idproxy_stream.errors.IdProxyError`) ends in one
+line on stderr that names the setting or file and what to do, with exit code 2; ``--debug``
+adds the traceback. Progress and logs go to stderr (``--log-level``, ``--log-format json``
+for one JSON object per line), results to stdout. The global options may stand anywhere on
+the command line (``idproxy train --config c.yaml --log-level DEBUG``).
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
+
+from idproxy_stream.errors import IdProxyError
+
+logger = logging.getLogger("idproxy_stream.cli")
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+GLOBAL_OPTIONS = {"--log-level": True, "--log-format": True, "--debug": False}  # takes a value
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with the global options moved before the command, wherever they stood."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest.extend(args[index:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            takes_value = GLOBAL_OPTIONS[name] and "=" not in arg
+            hoisted.extend(args[index : index + (2 if takes_value else 1)])
+            index += 2 if takes_value else 1
+            continue
+        rest.append(arg)
+        index += 1
+    return [*hoisted, *rest]
+
+
+class IdProxyGroup(TyperGroup):
+    """The root command: global options anywhere; a user's mistake is one line and exit 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IdProxyError as error:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            if _logs_are_json():  # the error is one more JSON line, like every other
+                logger.error(str(error), extra={"error": type(error).__name__, "exit_code": 2})
+            else:
+                typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+
+def _logs_are_json() -> bool:
+    from idproxy_stream.stream.logs import JsonLogFormatter
+
+    return any(isinstance(h.formatter, JsonLogFormatter) for h in logging.getLogger().handlers)
+
 
 app = typer.Typer(
+    cls=IdProxyGroup,
     name="idproxy",
     help="IDProxy cold-start proxies: train, evaluate, encode, stream.",
     no_args_is_help=True,
@@ -23,19 +102,70 @@ ConfigOption = Annotated[
 ]
 
 
-def _load(config: Path | None):
-    from idproxy_stream.config import ConfigError, load_config
+@dataclass
+class GlobalOptions:
+    """What the root options said; None where the user gave nothing."""
 
-    try:
-        return load_config(config)
-    except ConfigError as error:
-        typer.secho(str(error), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+    log_level: str | None = None
+    log_format: str | None = None
+    debug: bool = False
+
+
+def _load(config: Path | None):
+    from idproxy_stream.config import load_config
+
+    return load_config(config)  # a ConfigError ends the command with its one-line message
+
+
+def _configure_logging(options: GlobalOptions, level: str = "INFO", log_format: str = "text"):
+    """Logging of this process: the command line's choice, else the given defaults."""
+    from idproxy_stream.stream.logs import configure_logging
+
+    configure_logging(options.log_level or level, options.log_format or log_format)
+
+
+def _options(ctx: typer.Context) -> GlobalOptions:
+    root = ctx.find_root()
+    return root.obj if isinstance(root.obj, GlobalOptions) else GlobalOptions()
+
+
+def _prepare_ray(ctx: typer.Context) -> None:
+    """Before ray is imported: keep JSON logs one object per line (see prepare_ray_logging)."""
+    from idproxy_stream.stream.logs import prepare_ray_logging
+
+    prepare_ray_logging(_options(ctx).log_format or "text")
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    ctx: typer.Context,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(
+            "--log-level",
+            help="default INFO (stream: stream.log_level)",
+            envvar="IDPROXY_LOG_LEVEL",
+            case_sensitive=False,
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            "--log-format",
+            help="json: one JSON object per line (default text; stream: stream.log_format)",
+            envvar="IDPROXY_LOG_FORMAT",
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback of an error, not just its line")
+    ] = False,
+) -> None:
     """IDProxy cold-start proxies: train, evaluate, encode, stream."""
+    options = GlobalOptions(
+        log_level.value if log_level else None, log_format.value if log_format else None, debug
+    )
+    ctx.obj = options
+    _configure_logging(options)
 
 
 @app.command()
@@ -51,6 +181,7 @@ def version() -> None:
 
 @app.command()
 def encode(
+    ctx: typer.Context,
     config: ConfigOption = None,
     output: Annotated[
         Path | None,
@@ -58,6 +189,7 @@ def encode(
     ] = None,
 ) -> None:
     """Extract content features of the configured dataset's items with Ray Data (resumable)."""
+    _prepare_ray(ctx)
     from idproxy_stream.encoders.ray_extract import encode_dataset
 
     summary = encode_dataset(_load(config), output)
@@ -103,7 +235,7 @@ SeedsOption = Annotated[
 
 def _with_data(config, dataset, path, plots=None, plots_check=None, posters=None, poster_map=None):
     """``config`` with the data section overridden by the command-line options given."""
-    from idproxy_stream.config import ConfigError, config_from_dict
+    from idproxy_stream.config import config_from_dict
 
     data = config.data.model_dump()
     for key, value in {
@@ -121,11 +253,7 @@ def _with_data(config, dataset, path, plots=None, plots_check=None, posters=None
         # the folder the user names on the command line is one images may be read from
         images = raw["encoder"]["images"]
         images["allowed_roots"] = [*images["allowed_roots"], posters]
-    try:
-        return config_from_dict(raw, "command-line options")
-    except ConfigError as error:
-        typer.secho(str(error), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+    return config_from_dict(raw, "command-line options")
 
 
 def _seeds(text: str | None, default) -> list[int]:
@@ -139,7 +267,8 @@ def _seeds(text: str | None, default) -> list[int]:
 
 
 def _progress(message: str) -> None:
-    typer.echo(message)
+    """Progress of a long step: a log line on stderr (JSON with ``--log-format json``)."""
+    logger.info(message)
 
 
 @ranker_app.command("train")
@@ -289,22 +418,32 @@ ImagesOption = Annotated[
 
 
 @app.command()
-def stream(config: ConfigOption = None) -> None:
+def stream(ctx: typer.Context, config: ConfigOption = None) -> None:
     """Run the streaming job until SIGTERM/SIGINT, then drain in-flight work and commit."""
     import signal
     import sys
     import threading
 
-    from idproxy_stream.stream.logs import configure_logging
+    from idproxy_stream.stream.logs import prepare_ray_logging
+
+    app_config = _load(config)
+    options = _options(ctx)
+    logging_settings = {"log_level": options.log_level, "log_format": options.log_format}
+    section = app_config.stream.model_copy(
+        update={k: v for k, v in logging_settings.items() if v is not None}
+    )  # the actors log as the command line says too
+    app_config = app_config.model_copy(update={"stream": section})
+    _configure_logging(options, section.log_level, section.log_format)
+    prepare_ray_logging(section.log_format)
+    json_logs = section.log_format == "json"
+
     from idproxy_stream.stream.pipeline import run_until_stopped
     from idproxy_stream.stream.status import StatusLine
 
-    app_config = _load(config)
-    configure_logging(app_config.stream.log_level, app_config.stream.log_format)
     stop = threading.Event()
 
     def request_stop(signum, frame) -> None:
-        typer.echo(f"\n{signal.Signals(signum).name}: draining and committing ...", err=True)
+        logger.warning("%s: draining and committing ...", signal.Signals(signum).name)
         stop.set()
         for again in (signal.SIGTERM, signal.SIGINT):  # a second signal ends at once
             signal.signal(again, signal.SIG_DFL)
@@ -313,20 +452,29 @@ def stream(config: ConfigOption = None) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, request_stop)
 
-    status, tty, updates = StatusLine(), sys.stderr.isatty(), [0]
+    status, live, updates = StatusLine(), sys.stderr.isatty() and not json_logs, [0]
 
     def show(stats) -> None:
         line = status.update(stats)
         updates[0] += 1
-        if tty:
+        if live:
             typer.echo("\r" + line, nl=False, err=True)
         elif updates[0] % 10 == 1:
-            typer.echo(line, err=True)
+            counts = {
+                "events_in": stats.events_in,
+                "proxies": stats.proxies_total,
+                "dead_letters": stats.dead_letters_total,
+                "in_flight": stats.in_flight,
+                "lag": sum(stats.lag.values()),
+            }
+            logger.info(line, extra=counts)
 
     final = run_until_stopped(app_config, stop, show, on_started=install_handlers)
     committed = dict(sorted(final.committed.items()))
+    if live:
+        typer.echo("", err=True)
     typer.echo(
-        f"\nstopped: {final.events_in} events, {final.proxies_total} proxies, "
+        f"stopped: {final.events_in} events, {final.proxies_total} proxies, "
         f"{final.dead_letters_total} dead letters, committed offsets {committed}"
     )
 
@@ -371,11 +519,62 @@ def demo(
     typer.echo(report.render())
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the NewItemEvent producers publish (from the pydantic model)."""
+    import json
+
+    from idproxy_stream.events import new_item_event_schema
+
+    typer.echo(json.dumps(new_item_event_schema(), indent=2))
+
+
+@app.command()
+def broker(
+    config: ConfigOption = None,
+    port: Annotated[int, typer.Option(help="port to listen on (kafka.bootstrap_servers)")] = 9092,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    partitions: Annotated[
+        int | None, typer.Option(help="create the config's topics with this many partitions")
+    ] = None,
+) -> None:
+    """Run the embedded Kafka-protocol broker (tansu, in memory) until Ctrl-C, for local runs.
+
+    With --config (and --partitions) it also creates the config's topics; the stream can create
+    them itself with kafka.ensure_topics: true (as idproxy_stream/configs/local-stream.yaml does).
+    """
+    import threading
+
+    from idproxy_stream.stream.broker import EmbeddedBroker
+    from idproxy_stream.stream.topics import ensure_topics, stream_topics
+
+    app_config = _load(config) if config is not None else None
+    with EmbeddedBroker(port=port, host=host) as running:
+        if app_config is not None:
+            kafka = app_config.kafka.model_copy(
+                update={"bootstrap_servers": running.bootstrap_servers}
+            )
+            count = partitions or kafka.topic_partitions
+            created = ensure_topics(kafka, stream_topics(kafka), count)
+            logger.info("topics %s ready (%d partitions)", stream_topics(kafka), count)
+            if created:
+                logger.info("created %s", created)
+        typer.echo(
+            f"broker on {running.bootstrap_servers} (memory storage: everything is gone when "
+            "it stops); Ctrl-C stops it"
+        )
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            typer.echo("stopping the broker", err=True)
+
+
 # ---------------------------------------------------------------- backfill (issue 6)
 
 
 @app.command()
 def backfill(
+    ctx: typer.Context,
     config: ConfigOption = None,
     source: Annotated[str, typer.Option(help="catalogue | kafka")] = "catalogue",
     model_version: Annotated[
@@ -391,6 +590,7 @@ def backfill(
     """Recompute proxies with one model version for the catalogue or a Kafka offset range."""
     import json
 
+    _prepare_ray(ctx)
     from idproxy_stream.backfill.catalogue import backfill_catalogue
     from idproxy_stream.backfill.kafka_range import backfill_offset_range, parse_offsets
 

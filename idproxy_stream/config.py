@@ -494,6 +494,16 @@ class KafkaConfig(FrozenModel):
     broker use ``session_timeout_ms: 2000`` and ``heartbeat_interval_ms: 500`` so a group forms
     in about a second (tansu holds a join for about half the session timeout). Secrets come
     from the environment variables ``sasl_username_env`` / ``sasl_password_env`` name.
+
+    Any other client setting passes through ``consumer_extra`` / ``producer_extra`` (as Quix
+    Streams' ``consumer_extra_config``), for mTLS, OAUTHBEARER or tuned fetch sizes::
+
+        kafka:
+          security_protocol: SSL
+          consumer_extra: {ssl_certfile: /etc/kafka/client.pem, ssl_keyfile: /etc/kafka/client.key,
+                           ssl_password_env: KAFKA_KEY_PASSWORD, fetch_max_bytes: 104857600}
+          producer_extra: {ssl_certfile: /etc/kafka/client.pem, ssl_keyfile: /etc/kafka/client.key,
+                           ssl_password_env: KAFKA_KEY_PASSWORD, compression_type: lz4}
     """
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -525,6 +535,22 @@ class KafkaConfig(FrozenModel):
     sasl_password_env: str | None = None
     ssl_cafile: Path | None = None
     max_event_bytes: int = Field(5_000_000, ge=1, description="larger records are dead-lettered")
+    unknown_event_fields: Literal["ignore", "dead_letter"] = Field(
+        "ignore",
+        description="fields a NewItemEvent does not define: ignore them (producers may add "
+        "fields before consumers learn them), or dead-letter the event (strict)",
+    )
+    consumer_extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="more kafka-python KafkaConsumer settings, passed through as given "
+        "(ssl_certfile, fetch_max_bytes ...); the admin client takes those it knows. A key "
+        "ending in _env names the environment variable holding the value (secrets)",
+    )
+    producer_extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="more kafka-python KafkaProducer settings, passed through as given "
+        "(compression_type, ssl_certfile ...); keys ending in _env as in consumer_extra",
+    )
     ensure_topics: bool = Field(
         False, description="create missing topics at start (embedded broker, demos, tests)"
     )
@@ -579,6 +605,9 @@ class StreamConfig(FrozenModel):
     drain_timeout_s: float = Field(60.0, gt=0, description="on stop: wait this long for in-flight")
     model_poll_interval_s: float = Field(5.0, gt=0, description="how often workers read LATEST")
     metrics_port: int | None = Field(9108, ge=0, description="Prometheus /metrics; None = off")
+    metrics_host: str = Field(
+        "127.0.0.1", description="address /metrics listens on; 0.0.0.0 to let Prometheus in"
+    )
     status_interval_s: float = Field(1.0, gt=0)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -738,16 +767,19 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 def _describe_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+    """One line for one problem, else a heading and a line per problem."""
+    problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "<top level>"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{key}': remove it or check its spelling")
+            problems.append(f"unknown key '{key}': remove it or check its spelling")
         elif item["type"] == "missing":
-            lines.append(f"  - missing key '{key}': add it")
+            problems.append(f"missing key '{key}': add it")
         else:
-            lines.append(f"  - '{key}': {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
+            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
+    if len(problems) == 1:
+        return f"invalid configuration in {source}: {problems[0]}"
+    return "\n".join([f"invalid configuration in {source}:", *(f"  - {p}" for p in problems)])
 
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> AppConfig:

@@ -320,13 +320,17 @@ class NewItemEvent(BaseModel):
     ``created_at`` (ISO-8601 with a time zone, or Unix seconds) becomes the stored row's
     ``source_event_ts``, the first part of its order key.
 
+    Fields this model does not define are ignored (producers add fields before consumers learn
+    them); ``kafka.unknown_event_fields: dead_letter`` refuses them instead. The JSON Schema is
+    ``NewItemEvent.model_json_schema()`` (``idproxy schema``, ``docs/new_item_event.schema.json``).
+
     Example::
 
         {"schema_version": 1, "item_id": 42, "created_at": "2026-03-01T12:00:00Z",
          "title": "Toy Story (1995)", "categories": ["Animation"], "tags": ["pixar"]}
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=False)
 
     schema_version: Literal[1] = NEW_ITEM_SCHEMA_VERSION
     item_id: StrictInt = Field(ge=INT64_MIN, le=INT64_MAX)
@@ -389,14 +393,40 @@ def _reason_for(error: ValidationError) -> str:
     return "wrong_shape"
 
 
+def new_item_event_schema() -> dict[str, Any]:
+    """The JSON Schema of :class:`NewItemEvent` (what producers publish), from the model."""
+    schema = NewItemEvent.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["description"] = (
+        "A new item for the idproxy stream's input topic (one JSON object per Kafka record, "
+        "UTF-8). At most one of image_uri (file://, http(s)://, s3://, data:) and image_base64. "
+        "Fields not listed here are ignored unless the stream sets "
+        "kafka.unknown_event_fields: dead_letter."
+    )
+    schema["additionalProperties"] = True  # unknown fields are ignored by default
+    # pydantic also takes Unix seconds for an aware datetime
+    schema["properties"]["created_at"] = {
+        "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+        "description": "ISO-8601 with a time zone, or Unix seconds",
+        "title": "Created At",
+    }
+    return schema
+
+
 def decode_new_item_event(
-    value: bytes | None, max_event_bytes: int, max_text_chars: int
+    value: bytes | None,
+    max_event_bytes: int,
+    max_text_chars: int,
+    unknown_fields: Literal["ignore", "dead_letter"] = "ignore",
 ) -> NewItemEvent:
     """Bytes of one Kafka record -> a checked :class:`NewItemEvent`.
 
+    ``unknown_fields``: fields the model does not define are ignored, or (``"dead_letter"``,
+    strict) refused with reason ``unknown_field``.
+
     Raises :class:`InvalidEventError` with a reason code: ``event_too_large``, ``not_json``,
     ``non_finite_number``, ``wrong_shape``, ``missing_item_id``, ``missing_field``,
-    ``unsupported_schema_version`` or ``text_too_long``.
+    ``unsupported_schema_version``, ``unknown_field`` or ``text_too_long``.
     """
     if value is None:
         raise InvalidEventError("not_json", "the record has no value (a tombstone)")
@@ -420,6 +450,14 @@ def decode_new_item_event(
             f"the event is a JSON {type(raw).__name__}, not an object: publish NewItemEvent JSON",
         )
     item_id = raw.get("item_id") if isinstance(raw.get("item_id"), int) else None
+    unknown = sorted(set(raw) - set(NewItemEvent.model_fields))
+    if unknown and unknown_fields == "dead_letter":
+        raise InvalidEventError(
+            "unknown_field",
+            f"the event has fields NewItemEvent does not define: {unknown}; remove them, or set "
+            "kafka.unknown_event_fields: ignore",
+            item_id,
+        )
     try:
         event = NewItemEvent.model_validate(raw)
     except ValidationError as error:

@@ -22,9 +22,7 @@ import threading
 from pathlib import Path
 
 from idproxy_stream.cluster.entrypoint import job_config
-from idproxy_stream.stream.logs import configure_logging
-from idproxy_stream.stream.pipeline import run_until_stopped
-from idproxy_stream.stream.status import StatusLine
+from idproxy_stream.stream.logs import configure_logging, prepare_ray_logging
 
 logger = logging.getLogger("jobs.stream")
 STATUS_EVERY = 10  # log one status line per this many updates
@@ -36,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = job_config(args.config)
     configure_logging(config.stream.log_level, config.stream.log_format)
+    prepare_ray_logging(config.stream.log_format)  # before ray is imported
+
+    from idproxy_stream.stream.pipeline import run_until_stopped
+    from idproxy_stream.stream.status import StatusLine
+
     stop = threading.Event()
 
     def request_stop(signum, frame) -> None:

@@ -3,17 +3,26 @@
 The planted features are a noisy linear function of the generator's true item factors, so
 content really does predict what the ranker learns about an item, in milliseconds and without
 running an encoder (encoder tests run the real encoders).
+
+Services: the session starts its own Redis server on a free loopback port (``redis_url``;
+``IDPROXY_TEST_REDIS_URL`` points the tests at another one instead), and every Python process
+the tests start refuses connections to the default Redis port 6379 (``tests/guard``), so no test
+can depend on a Redis the machine happens to run.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import redis
-from tests_helpers import planted_feature_table, redis_url
+from redis_server import RedisServer
+from tests_helpers import planted_feature_table
 
 from idproxy_stream.config import RankerConfig, SplitConfig, SyntheticDataConfig
 from idproxy_stream.data.schema import RecDataset
@@ -25,6 +34,33 @@ from idproxy_stream.encoders.features import FeatureTable
 # would then starve behind it. Every Ray the tests start (in-process or `ray start`, which
 # inherits the environment) runs its workers at the tests' own priority instead.
 os.environ.setdefault("RAY_worker_niceness", "0")
+
+DEFAULT_REDIS_PORT = 6379
+GUARD_DIR = Path(__file__).parent / "guard"
+
+
+def forbidden_ports(environ=os.environ) -> str:
+    """The default Redis port, unless ``IDPROXY_TEST_REDIS_URL`` deliberately names it."""
+    override = environ.get("IDPROXY_TEST_REDIS_URL")
+    if override and (urlparse(override).port or DEFAULT_REDIS_PORT) == DEFAULT_REDIS_PORT:
+        return ""
+    return str(DEFAULT_REDIS_PORT)
+
+
+def install_port_guard() -> None:
+    """Guard this process and (through PYTHONPATH) every Python process it starts."""
+    os.environ["IDPROXY_TEST_FORBIDDEN_PORTS"] = forbidden_ports()
+    paths = [part for part in os.environ.get("PYTHONPATH", "").split(os.pathsep) if part]
+    if str(GUARD_DIR) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(GUARD_DIR), *paths])
+    spec = importlib.util.spec_from_file_location(
+        "idproxy_test_guard", GUARD_DIR / "sitecustomize.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+install_port_guard()
 
 TINY_SPLIT = SplitConfig(warm_min_interactions=40, cold_min=16, cold_max=40, warmup_size=3)
 TINY_RANKER = RankerConfig(epochs=10, batch_size=128, learning_rate=1e-2, patience=3, num_threads=1)
@@ -71,10 +107,21 @@ def tiny_ranker(encoded_parts):
     return ranker
 
 
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """URL of the session's own Redis server (or of ``IDPROXY_TEST_REDIS_URL`` when set)."""
+    override = os.environ.get("IDPROXY_TEST_REDIS_URL")
+    if override:
+        yield override
+        return
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
 @pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A client of the real Redis server the tests use (see DEVELOPERS.md)."""
-    client = redis.Redis.from_url(redis_url())
+    client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
 

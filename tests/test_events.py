@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +20,12 @@ from idproxy_stream.events import (
     ProxyRecordError,
     datetime_to_us,
     decode_new_item_event,
+    new_item_event_schema,
     us_to_datetime,
 )
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+DOCS = Path(__file__).parent.parent / "docs"
 
 
 def record(**overrides) -> ProxyRecord:
@@ -163,7 +167,6 @@ def test_a_valid_event_round_trips_and_keeps_utc_time() -> None:
         (b'{"created_at": "2026-03-01T00:00:00Z"}', "missing_item_id", "item_id"),
         (b'{"item_id": 1}', "missing_field", "created_at"),
         (b'{"item_id": "1", "created_at": 1}', "wrong_shape", "item_id"),
-        (b'{"item_id": 1, "created_at": 1, "colour": "red"}', "wrong_shape", "colour"),
         (b'{"item_id": 1, "created_at": NaN}', "non_finite_number", "NaN"),
         (b'{"item_id": 1, "created_at": 1, "year": Infinity}', "non_finite_number", "Infinity"),
         (b'{"item_id": 1, "created_at": "2026-03-01T00:00:00"}', "wrong_shape", "timezone"),
@@ -185,6 +188,29 @@ def test_invalid_records_get_a_stable_reason_and_a_message(value, reason, messag
     with pytest.raises(InvalidEventError, match=message) as caught:
         decode(value)
     assert caught.value.reason == reason
+
+
+def test_an_unknown_field_is_ignored_by_default_so_producers_can_add_fields_first() -> None:
+    event = decode(b'{"item_id": 1, "created_at": 1, "title": "t", "colour": "red"}')
+    assert (event.item_id, event.title) == (1, "t")
+    assert "colour" not in event.model_dump()
+
+
+def test_strict_unknown_fields_refuse_the_event_naming_the_fields() -> None:
+    value = b'{"item_id": 5, "created_at": 1, "colour": "red", "size": 2}'
+    with pytest.raises(
+        InvalidEventError, match=r"\['colour', 'size'\].*unknown_event_fields"
+    ) as caught:
+        decode_new_item_event(value, 10_000, 100, unknown_fields="dead_letter")
+    assert (caught.value.reason, caught.value.item_id) == ("unknown_field", 5)
+    assert decode_new_item_event(b'{"item_id": 5, "created_at": 1}', 10_000, 100, "dead_letter")
+
+
+def test_the_published_json_schema_is_the_one_the_model_gives() -> None:
+    published = json.loads((DOCS / "new_item_event.schema.json").read_text())
+    assert published == new_item_event_schema()
+    assert set(published["required"]) == {"item_id", "created_at"}
+    assert published["additionalProperties"] is True
 
 
 def test_a_dead_letter_keeps_the_original_bytes_and_coordinates() -> None:

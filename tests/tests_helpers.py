@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from idproxy_stream.data.schema import RecDataset
@@ -11,11 +9,6 @@ from idproxy_stream.encoders.features import FeatureTable
 from idproxy_stream.encoders.layers import LayerClusters
 
 PLANTED_DIM = 24
-
-
-def redis_url() -> str:
-    """The Redis server tests talk to (``IDPROXY_TEST_REDIS_URL``, else the local default)."""
-    return os.environ.get("IDPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 # Settings of a model bundle small enough to train in seconds (stream and cluster tests).

@@ -42,4 +42,5 @@ def backfill_catalogue(config: AppConfig, limit: int | None = None) -> BackfillR
     if limit is not None:
         items = items.head(limit)
     label = catalogue_label(config)
-    return run_backfill(config, catalogue_work(items, label, datetime.now(UTC)), label)
+    work = catalogue_work(items, label, datetime.now(UTC))
+    return run_backfill(config, work, label, total=len(items))

@@ -30,9 +30,9 @@ from typing import Literal
 from idproxy_stream.backfill.runner import BackfillError, BackfillReport, run_backfill
 from idproxy_stream.config import AppConfig, KafkaConfig
 from idproxy_stream.events import InvalidEventError, decode_new_item_event
-from idproxy_stream.stream.clients import security_settings
+from idproxy_stream.stream.clients import common_settings, with_extra_settings
 from idproxy_stream.stream.messages import Rejection, WorkItem
-from idproxy_stream.stream.topics import topic_partitions
+from idproxy_stream.stream.topics import check_kafka_reachable, topic_partitions
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -86,17 +86,20 @@ class OffsetRange:
 
 
 def _consumer(config: KafkaConfig) -> KafkaConsumer:
-    return KafkaConsumer(
-        bootstrap_servers=config.bootstrap_servers.split(","),
-        client_id=f"{config.client_id}-backfill",
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=config.fetch_max_wait_ms,
-        max_poll_records=config.max_poll_records,
-        max_partition_fetch_bytes=max(config.max_event_bytes * 2, 1_048_576),
-        request_timeout_ms=config.request_timeout_ms,
-        **security_settings(config),
+    settings = with_extra_settings(
+        {
+            **common_settings(config, "backfill"),
+            "group_id": None,
+            "enable_auto_commit": False,
+            "fetch_max_wait_ms": config.fetch_max_wait_ms,
+            "max_poll_records": config.max_poll_records,
+        },
+        config.consumer_extra,
+        KafkaConsumer,
+        "kafka.consumer_extra",
     )
+    settings.setdefault("max_partition_fetch_bytes", max(config.max_event_bytes * 2, 1_048_576))
+    return KafkaConsumer(**settings)
 
 
 def resolve_range(
@@ -195,7 +198,9 @@ def range_work(config: AppConfig, offset_range: OffsetRange) -> Iterator[WorkIte
         kafka, offset_range, config.backfill.idle_timeout_s
     ):
         try:
-            event = decode_new_item_event(value, kafka.max_event_bytes, stream.max_text_chars)
+            event = decode_new_item_event(
+                value, kafka.max_event_bytes, stream.max_text_chars, kafka.unknown_event_fields
+            )
         except InvalidEventError as error:
             yield Rejection(partition, offset, error.item_id, error.reason, str(error), "decode")
             continue
@@ -209,6 +214,9 @@ def backfill_offset_range(
     end: OffsetSpec = "latest",
 ) -> BackfillReport:
     """Recompute proxies for the records of ``topic`` (default ``kafka.topic``) in the range."""
-    offset_range = resolve_range(config.kafka, topic or config.kafka.topic, start, end)
+    topic = topic or config.kafka.topic
+    check_kafka_reachable(config.kafka, [topic])
+    offset_range = resolve_range(config.kafka, topic, start, end)
     logger.info("backfill range %s: %d offsets", offset_range.describe(), offset_range.size)
-    return run_backfill(config, range_work(config, offset_range), offset_range.describe())
+    work = range_work(config, offset_range)
+    return run_backfill(config, work, offset_range.describe(), total=offset_range.size)

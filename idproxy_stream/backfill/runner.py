@@ -30,11 +30,13 @@ from idproxy_stream.backfill.pinned import PinnedVersionWorker
 from idproxy_stream.cluster.placement import placement
 from idproxy_stream.config import AppConfig
 from idproxy_stream.errors import IdProxyError
+from idproxy_stream.progress import ProgressLog
 from idproxy_stream.proxy.model import ProxyModelError
 from idproxy_stream.proxy.registry import check_version_name, latest_version
 from idproxy_stream.stream.actors import ActorSpec
 from idproxy_stream.stream.messages import BatchOutcome, Rejection, WorkItem
 from idproxy_stream.stream.pipeline import absolute_paths, ensure_ray
+from idproxy_stream.stream.preflight import check_store
 from idproxy_stream.stream.sink import ProxySink
 
 logger = logging.getLogger(__name__)
@@ -144,12 +146,19 @@ def account(outcome: BatchOutcome, report: BackfillReport, version: str) -> None
 
 
 def run_backfill(
-    config: AppConfig, work: Iterable[WorkItem | Rejection], source: str
+    config: AppConfig,
+    work: Iterable[WorkItem | Rejection],
+    source: str,
+    total: int | None = None,
 ) -> BackfillReport:
-    """Compute and write a proxy for every work item with one model version; see module doc."""
+    """Compute and write a proxy for every work item with one model version; see module doc.
+
+    ``total``: how many records ``work`` holds, when known (for the progress lines).
+    """
     started = time.perf_counter()
     config = absolute_paths(config)
     version = backfill_version(config)
+    check_store(config.store)  # a store that cannot be opened fails before any actor starts
     report = BackfillReport(source=source, model_version=version)
     started_ray = ensure_ray(config.ray)
     backfill = config.backfill
@@ -166,18 +175,19 @@ def run_backfill(
             "backfill %s with model %s: %d worker(s)", source, version, backfill.num_workers
         )
         pending: list[ray.ObjectRef] = []
+        batch_sizes: list[int] = []  # of the pending batches, oldest first
         limit = backfill.num_workers * backfill.batches_in_flight_per_worker
-        next_log = time.monotonic() + PROGRESS_EVERY_S
+        progress = ProgressLog(logger, f"backfill {source}", total, "records", PROGRESS_EVERY_S)
         for index, batch in enumerate(batches(work, backfill.batch_size, report)):
             while len(pending) >= limit:
                 pending = _collect(pending, report, version, wait_for=1)
+                progress.advance(batch_sizes.pop(0))
             encoded = workers[index % len(workers)].encode.remote(batch)
             pending.append(sink.write.remote(encoded))
-            if time.monotonic() > next_log:
-                logger.info("backfill %s: %s", source, report.to_dict())
-                next_log = time.monotonic() + PROGRESS_EVERY_S
+            batch_sizes.append(len(batch))
         while pending:
-            pending = _collect(pending, report, version, wait_for=len(pending))
+            pending = _collect(pending, report, version, wait_for=1)
+            progress.advance(batch_sizes.pop(0))
         ray.get(sink.close.remote())
     finally:
         for actor in [*workers, sink]:

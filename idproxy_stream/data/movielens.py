@@ -454,7 +454,9 @@ def poster_uris(movie_ids: pd.Series, posters_path: str | Path) -> pd.Series:
     ``movie_ids`` may hold missing values (items without a movieId). The folder is listed
     once, so this is cheap for tens of thousands of items.
     """
-    folder = _existing_folder(posters_path, "a folder of <movieId>.jpg posters").resolve()
+    folder = _existing_folder(
+        posters_path, "a folder of <movieId>.jpg posters", "data.posters_path (--posters)"
+    ).resolve()
     present = {entry.name for entry in os.scandir(folder) if entry.is_file()}
     uris = [
         (folder / f"{int(movie)}.jpg").as_uri()
@@ -662,10 +664,10 @@ def _nonblank_lines(path: Path) -> list[tuple[int, str]]:
     ]
 
 
-def _existing_folder(path: str | Path, expected: str) -> Path:
+def _existing_folder(path: str | Path, expected: str, setting: str = "data.path (--path)") -> Path:
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise DatasetError(f"folder {folder} does not exist: pass {expected}")
+        raise DatasetError(f"{setting}: folder {folder} does not exist; pass {expected}")
     return folder
 
 

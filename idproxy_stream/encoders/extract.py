@@ -30,6 +30,7 @@ from idproxy_stream.encoders.base import ContentEncoder, ContentItem, EncoderOut
 from idproxy_stream.encoders.features import FeatureTable, concat_feature_tables
 from idproxy_stream.encoders.images import ImageInputError, load_image
 from idproxy_stream.encoders.layers import LayerClusters, fit_layer_clusters, pool_layer_clusters
+from idproxy_stream.progress import ProgressLog
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ def extract_features(
         raise ValueError("no items to encode")
     parts: list[FeatureTable] = []
     done = np.zeros(len(content), dtype=bool)
+    logged = ProgressLog(logger, "encode", total=len(content), unit="items")
     if clusters is None:
         positions, encoded, clusters = encode_calibration_sample(
             encoder, content, layer_config, batch_size, image_config
@@ -198,12 +200,14 @@ def extract_features(
         for rows, output, errors in encoded:
             item_ids = rows["item_id"].to_numpy()
             parts.append(feature_rows(encoder, item_ids, output, clusters, errors))
+            logged.advance(len(rows))
             if progress is not None:
                 progress(len(rows))
         done[positions] = True
     for rows in batches(by_text_length(content[~done]), batch_size):
         output, errors = encode_rows(encoder, rows, image_config)
         parts.append(feature_rows(encoder, rows["item_id"].to_numpy(), output, clusters, errors))
+        logged.advance(len(rows))
         if progress is not None:
             progress(len(rows))
     table = concat_feature_tables(parts)

@@ -55,6 +55,7 @@ from idproxy_stream.encoders.features import FINGERPRINT_KEY, feature_files
 from idproxy_stream.encoders.layers import LayerClusters
 from idproxy_stream.encoders.registry import build_encoder, encoder_fingerprint
 from idproxy_stream.errors import IdProxyError
+from idproxy_stream.progress import ProgressLog
 
 logger = logging.getLogger(__name__)
 
@@ -306,8 +307,10 @@ def run_encode_job(
         **actor_resources(extract),
     )
     results = []
+    logged = ProgressLog(logger, "encode", total=len(todo), unit="items")
     for result in dataset.iter_batches(batch_size=None, batch_format="pandas"):
         results.append(result)
+        logged.advance(len(result))
         if progress is not None:
             progress(len(result))
     return pd.concat(results, ignore_index=True) if results else pd.DataFrame()

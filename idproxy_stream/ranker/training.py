@@ -129,7 +129,13 @@ def train_ranker(
             optimizer.step()
         auc = evaluate_ranker(model, valid)["auc"]
         report.valid_auc.append(auc)
-        logger.info("ranker epoch %d valid auc %.4f", epoch + 1, auc)
+        logger.info(
+            "ranker epoch %d/%d: valid AUC %.4f (%.0f s so far)",
+            epoch + 1,
+            config.epochs,
+            auc,
+            time.perf_counter() - started,
+        )
         if auc > best_auc:
             best_auc, report.best_epoch = auc, epoch + 1
             best_state = copy.deepcopy(model.state_dict())

@@ -63,6 +63,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (nothing listens there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def port_accepts(host: str, port: int, timeout_s: float = 0.2) -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
     try:
@@ -101,6 +112,12 @@ class EmbeddedBroker:
         if self.process is not None:
             return self
         url = f"tcp://{self.host}:{self.port}"
+        if not port_is_free(self.host, self.port):
+            # tansu would exit, and whatever holds the port would answer in its place
+            raise BrokerError(
+                f"cannot start the embedded broker: port {self.port} on {self.host} is already "
+                "in use; stop what listens there or choose another port (--port)"
+            )
         command = [
             str(tansu_binary()),
             "broker",
@@ -121,7 +138,7 @@ class EmbeddedBroker:
         if output is not subprocess.DEVNULL:
             output.close()
         deadline = time.monotonic() + timeout_s
-        while not port_accepts(self.host, self.port):
+        while not port_accepts(self.host, self.port) or self.process.poll() is not None:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.process = None

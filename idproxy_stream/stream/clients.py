@@ -4,19 +4,35 @@ The consumer never auto-commits: the source commits offsets itself once the rows
 are durable. Producers wait for all in-sync replicas (``acks="all"``) because a dead letter or
 an output record counts as handled only once the broker has it. SASL credentials come from the
 environment variables the config names, never from the config itself.
+
+Every other kafka-python setting passes through ``kafka.consumer_extra`` /
+``kafka.producer_extra`` (the admin client takes the ``consumer_extra`` keys it knows, so the
+same TLS files reach it). A key ending in ``_env`` names the environment variable that holds
+the value; ``sasl_oauth_token_provider`` may name a ``module:callable`` that returns the
+token provider kafka-python's OAUTHBEARER needs.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
-from idproxy_stream.config import KafkaConfig, resolve_secret
+from idproxy_stream.config import ConfigError, KafkaConfig, resolve_secret
 
 # kafka-python emits many DeprecationWarnings on import under Python 3.11.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+# Settings that are secrets: given literally in a config they would be stored with it.
+SECRET_SETTINGS = frozenset({"sasl_plain_password", "ssl_password", "sasl_oauth_token"})
+# Settings the stream's delivery guarantees rest on, whatever the config says.
+FIXED_SETTINGS = {
+    "enable_auto_commit": "offsets are committed only once their rows are durable",
+    "acks": "a record counts as sent only once every in-sync replica has it",
+}
 
 
 def security_settings(config: KafkaConfig) -> dict[str, Any]:
@@ -40,26 +56,82 @@ def common_settings(config: KafkaConfig, client_suffix: str) -> dict[str, Any]:
     }
 
 
-def make_consumer(config: KafkaConfig, client_suffix: str = "source") -> KafkaConsumer:
-    """A group consumer with manual commits (call ``subscribe`` with a listener yourself)."""
-    return KafkaConsumer(
-        group_id=config.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset=config.auto_offset_reset,
-        session_timeout_ms=config.session_timeout_ms,
-        heartbeat_interval_ms=config.heartbeat_interval_ms,
-        max_poll_interval_ms=config.max_poll_interval_ms,
-        fetch_max_wait_ms=config.fetch_max_wait_ms,
-        max_poll_records=config.max_poll_records,
-        check_crcs=config.check_crcs,
+def _token_provider(path: str, setting: str) -> Any:
+    module_name, _, attribute = path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(
+            f"{setting}: cannot import {path!r}; name a module:callable that returns a "
+            "kafka-python AbstractTokenProvider"
+        ) from None
+    return factory()
+
+
+def with_extra_settings(
+    settings: dict[str, Any], extra: Mapping[str, Any], client: type, section: str
+) -> dict[str, Any]:
+    """``settings`` plus the pass-through ``extra`` ones for ``client`` (its DEFAULT_CONFIG).
+
+    Raises :class:`ConfigError` naming ``section.<key>`` for a key the client does not know,
+    one the config already sets by a named setting, a delivery setting idproxy fixes, or a
+    secret given literally instead of through ``<key>_env``.
+    """
+    merged = dict(settings)
+    for key, value in extra.items():
+        setting = f"{section}.{key}"
+        name = key.removesuffix("_env") if key.endswith("_env") else key
+        if name != key:
+            value = resolve_secret(str(value))
+        elif name in SECRET_SETTINGS:
+            raise ConfigError(
+                f"{setting}: a secret must not be written in the config; put it in an "
+                f"environment variable and name that with {setting}_env"
+            )
+        if name not in client.DEFAULT_CONFIG:
+            raise ConfigError(
+                f"{setting}: {client.__name__} has no setting {name!r}; check its spelling "
+                "against kafka-python's documentation"
+            )
+        if name in FIXED_SETTINGS:
+            raise ConfigError(f"{setting}: idproxy fixes {name} ({FIXED_SETTINGS[name]})")
+        if name in settings:
+            raise ConfigError(
+                f"{setting}: {name} is already set from kafka.* ({settings[name]!r}); "
+                "change the named kafka setting instead"
+            )
+        if name == "sasl_oauth_token_provider" and isinstance(value, str):
+            value = _token_provider(value, setting)
+        merged[name] = value
+    return merged
+
+
+def consumer_settings(
+    config: KafkaConfig, client_suffix: str = "source", **overrides: Any
+) -> dict[str, Any]:
+    """Keyword arguments of the stream's group consumer (manual commits)."""
+    settings = {
+        "group_id": config.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": config.auto_offset_reset,
+        "session_timeout_ms": config.session_timeout_ms,
+        "heartbeat_interval_ms": config.heartbeat_interval_ms,
+        "max_poll_interval_ms": config.max_poll_interval_ms,
+        "fetch_max_wait_ms": config.fetch_max_wait_ms,
+        "max_poll_records": config.max_poll_records,
+        "check_crcs": config.check_crcs,
         **common_settings(config, client_suffix),
+        **overrides,
+    }
+    return with_extra_settings(
+        settings, config.consumer_extra, KafkaConsumer, "kafka.consumer_extra"
     )
 
 
-def make_producer(
+def producer_settings(
     config: KafkaConfig, client_suffix: str = "producer", one_record_per_batch: bool = False
-) -> KafkaProducer:
-    """A producer that waits for all replicas.
+) -> dict[str, Any]:
+    """Keyword arguments of a producer that waits for all replicas.
 
     ``one_record_per_batch`` sends every record in its own produce batch (slower). Use it
     against the embedded tansu broker when exact end offsets matter: tansu reports a
@@ -68,13 +140,40 @@ def make_producer(
     batching: dict[str, Any] = {"linger_ms": config.producer_linger_ms}
     if one_record_per_batch:
         batching = {"linger_ms": 0, "batch_size": 1}
-    return KafkaProducer(
-        acks="all",
-        max_request_size=max(config.max_event_bytes * 2, 1_048_576),
+    settings = {
+        "acks": "all",
+        "max_request_size": max(config.max_event_bytes * 2, 1_048_576),
         **batching,
         **common_settings(config, client_suffix),
+    }
+    return with_extra_settings(
+        settings, config.producer_extra, KafkaProducer, "kafka.producer_extra"
     )
 
 
-def make_admin(config: KafkaConfig) -> KafkaAdminClient:
-    return KafkaAdminClient(**common_settings(config, "admin"))
+def admin_settings(config: KafkaConfig, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of an admin client: the ``consumer_extra`` keys an admin knows."""
+    known = {
+        key: value
+        for key, value in config.consumer_extra.items()
+        if key.removesuffix("_env") in KafkaAdminClient.DEFAULT_CONFIG
+    }
+    settings = {**common_settings(config, "admin"), **overrides}
+    return with_extra_settings(settings, known, KafkaAdminClient, "kafka.consumer_extra")
+
+
+def make_consumer(config: KafkaConfig, client_suffix: str = "source") -> KafkaConsumer:
+    """A group consumer with manual commits (call ``subscribe`` with a listener yourself)."""
+    return KafkaConsumer(**consumer_settings(config, client_suffix))
+
+
+def make_producer(
+    config: KafkaConfig, client_suffix: str = "producer", one_record_per_batch: bool = False
+) -> KafkaProducer:
+    """A producer that waits for all replicas (see :func:`producer_settings`)."""
+    return KafkaProducer(**producer_settings(config, client_suffix, one_record_per_batch))
+
+
+def make_admin(config: KafkaConfig, **overrides: Any) -> KafkaAdminClient:
+    """An admin client; ``overrides`` are kafka-python settings (``bootstrap_timeout_ms``)."""
+    return KafkaAdminClient(**admin_settings(config, **overrides))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
@@ -37,9 +39,44 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+# Libraries that log routine steps at INFO; an operator wants their warnings only.
+QUIET_LOGGERS = ("ray", "faiss", "urllib3", "filelock", "httpx", "matplotlib", "PIL", "asyncio")
+
+
+class StderrHandler(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record is emitted."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # logging.StreamHandler assigns it; stderr is read live
+        pass
+
+
+def prepare_ray_logging(log_format: str, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Before ``ray`` is imported: with JSON logs, forward actors' lines to the driver as they are.
+
+    Ray prefixes each forwarded line with ``(ActorName pid=...)`` and appends ``[repeated Nx]``
+    to duplicates, and transformers draws a "Loading weights" bar in each worker: each breaks
+    one-JSON-object-per-line. Ray reads its switches at import and local workers inherit the
+    driver's environment, so the entry point (``idproxy stream``/``encode``/``backfill``,
+    ``jobs/stream.py``) calls this first.
+    """
+    if log_format == "json":
+        environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
+        environ.setdefault("RAY_DEDUP_LOGS", "0")
+        environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # `idproxy encode`
+
+
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     """Set the root handler of this process to ``log_format`` ("text" or "json") at ``level``."""
-    handler = logging.StreamHandler()
+    handler = StderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonLogFormatter())
     else:
@@ -55,3 +92,5 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     # whenever the machine is busy; neither helps an operator.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

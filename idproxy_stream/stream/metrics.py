@@ -269,7 +269,7 @@ class StreamCollector:
         )
 
 
-def serve_metrics(port: int, snapshot: Callable[[], StreamStats], addr: str = "0.0.0.0"):
+def serve_metrics(port: int, snapshot: Callable[[], StreamStats], addr: str = "127.0.0.1"):
     """Serve ``/metrics`` for ``snapshot`` on ``port`` from a daemon thread.
 
     Returns the server; call ``shutdown()`` and ``server_close()`` on it to stop.

@@ -38,6 +38,7 @@ from idproxy_stream.proxy.model import ProxyModelError, read_proxy_manifest
 from idproxy_stream.proxy.registry import latest_version, version_directory
 from idproxy_stream.stream.actors import ActorSpec
 from idproxy_stream.stream.metrics import StreamStats, merge_stats, serve_metrics
+from idproxy_stream.stream.preflight import check_stream_services, port_in_use
 from idproxy_stream.stream.sink import ProxySink
 from idproxy_stream.stream.source import StreamSource
 from idproxy_stream.stream.topics import ensure_topics, stream_topics
@@ -95,6 +96,7 @@ def ensure_ray(config: RayConfig) -> bool:
         namespace=config.namespace,
         include_dashboard=False,
         logging_level=logging.WARNING,
+        configure_logging=False,  # Ray's own messages go through this process's handlers
         _temp_dir=str(config.temp_dir.resolve()) if local and config.temp_dir else None,
     )
     return True
@@ -189,15 +191,25 @@ class StreamJob:
         self._started_ray = False
 
     def start(self) -> StreamJob:
-        """Start Ray (if needed), topics (if asked), the source actors and the monitor."""
+        """Check bundle, settings, Kafka, store and port; start Ray, topics, actors, monitor.
+
+        Everything a user can get wrong is checked before the first actor starts (seconds),
+        each failure an :class:`~idproxy_stream.errors.IdProxyError` naming the setting.
+        """
         version = check_model_dir(self.config)
-        self._started_ray = ensure_ray(self.config.ray)
-        kafka = self.config.kafka
-        if kafka.ensure_topics:
-            ensure_topics(kafka, stream_topics(kafka), kafka.topic_partitions)
-        for index in range(self.config.stream.num_sources):
-            name = f"{self.name}-source-{index}"
-            self.sources.append(_SourceRun(actor_specs(self.config, name), name))
+        check_stream_services(self.config)
+        self._serve_metrics()  # binds the port before any actor starts
+        try:
+            self._started_ray = ensure_ray(self.config.ray)
+            kafka = self.config.kafka
+            if kafka.ensure_topics:
+                ensure_topics(kafka, stream_topics(kafka), kafka.topic_partitions)
+            for index in range(self.config.stream.num_sources):
+                name = f"{self.name}-source-{index}"
+                self.sources.append(_SourceRun(actor_specs(self.config, name), name))
+        except BaseException:
+            self._stop_metrics()
+            raise
         logger.info(
             "stream %s started: %d source(s) x %d worker(s), model %s, topic %s",
             self.name,
@@ -206,15 +218,31 @@ class StreamJob:
             version,
             kafka.topic,
         )
-        port = self.config.stream.metrics_port
-        if port is not None:
-            self._metrics_server = serve_metrics(port, self.snapshot)
-            logger.info("metrics on http://0.0.0.0:%d/metrics", port)
         self._monitor = threading.Thread(
             target=self._watch, name=f"{self.name}-monitor", daemon=True
         )
         self._monitor.start()
         return self
+
+    def _serve_metrics(self) -> None:
+        stream = self.config.stream
+        if stream.metrics_port is None:
+            return
+        try:
+            self._metrics_server = serve_metrics(
+                stream.metrics_port, self.snapshot, stream.metrics_host
+            )
+        except OSError as error:
+            raise port_in_use(
+                stream.metrics_port, "stream.metrics_port", stream.metrics_host, error
+            ) from None
+        logger.info("metrics on http://%s:%d/metrics", stream.metrics_host, stream.metrics_port)
+
+    def _stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
 
     # -------------------------------------------------------------------------- monitor
 
@@ -327,10 +355,7 @@ class StreamJob:
         merged.restarts["source"] = self.restarts
         with self._lock:
             self._latest = merged
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-            self._metrics_server = None
+        self._stop_metrics()
         if self._started_ray:
             ray.shutdown()
         logger.info("stream %s stopped", self.name)

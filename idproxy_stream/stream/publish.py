@@ -33,6 +33,7 @@ from idproxy_stream.data.loading import load_dataset
 from idproxy_stream.events import NewItemEvent
 from idproxy_stream.index.id_space import IdSpace
 from idproxy_stream.stream.clients import make_producer
+from idproxy_stream.stream.topics import check_kafka_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ def publish_catalogue(
     one_record_per_batch: bool = False,
 ) -> PublishReport:
     """Publish the configured dataset's items (only those new to the ranker by default)."""
+    check_kafka_reachable(config.kafka)
     items = load_dataset(config.data).items
     if only_new:
         items = new_items(items, config.stream.model_dir)

@@ -338,7 +338,10 @@ class StreamSource:
         stream, kafka = self.config.stream, self.config.kafka
         try:
             event = decode_new_item_event(
-                message.value, kafka.max_event_bytes, stream.max_text_chars
+                message.value,
+                kafka.max_event_bytes,
+                stream.max_text_chars,
+                kafka.unknown_event_fields,
             )
             error = None
         except InvalidEventError as invalid:

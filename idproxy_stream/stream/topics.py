@@ -12,14 +12,54 @@ import warnings
 from collections.abc import Iterable
 
 from idproxy_stream.config import KafkaConfig
-from idproxy_stream.stream.clients import make_admin, security_settings
+from idproxy_stream.errors import IdProxyError
+from idproxy_stream.stream.clients import common_settings, make_admin, with_extra_settings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 logger = logging.getLogger(__name__)
+
+REACHABLE_TIMEOUT_MS = 5_000  # a broker that is up answers a bootstrap in milliseconds
+
+
+class KafkaUnavailableError(IdProxyError, RuntimeError):
+    """No broker answers at ``kafka.bootstrap_servers``, or a topic the job needs is missing."""
+
+
+def check_kafka_reachable(
+    config: KafkaConfig, topics: Iterable[str] = (), timeout_ms: int = REACHABLE_TIMEOUT_MS
+) -> None:
+    """Raise :class:`KafkaUnavailableError` unless a broker answers within ``timeout_ms``.
+
+    ``topics``: each must exist (the message names the setting that names it).
+    """
+    try:
+        admin = make_admin(config, bootstrap_timeout_ms=timeout_ms)
+    except KafkaError as error:
+        raise KafkaUnavailableError(
+            f"cannot reach Kafka at kafka.bootstrap_servers={config.bootstrap_servers} "
+            f"({type(error).__name__} within {timeout_ms / 1000:g} s): start the broker "
+            "(`idproxy broker` runs a local one) or fix kafka.bootstrap_servers"
+        ) from None
+    try:
+        existing = set(admin.list_topics())
+    finally:
+        admin.close()
+    settings = {
+        config.topic: "kafka.topic",
+        config.dead_letter_topic: "kafka.dead_letter_topic",
+        config.output_topic: "kafka.output_topic",
+    }
+    for topic in topics:
+        if topic not in existing:
+            raise KafkaUnavailableError(
+                f"topic {topic!r} ({settings.get(topic, 'topic')}) does not exist on "
+                f"{config.bootstrap_servers}: create it (deploy/create_topics.py) or set "
+                "kafka.ensure_topics: true"
+            )
 
 
 def ensure_topics(config: KafkaConfig, topics: Iterable[str], partitions: int) -> list[str]:
@@ -47,12 +87,15 @@ def stream_topics(config: KafkaConfig) -> list[str]:
 
 
 def _plain_consumer(config: KafkaConfig, group_id: str | None = None) -> KafkaConsumer:
+    settings = {
+        **common_settings(config, "reader"),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+    }
     return KafkaConsumer(
-        bootstrap_servers=config.bootstrap_servers.split(","),
-        group_id=group_id,
-        enable_auto_commit=False,
-        request_timeout_ms=config.request_timeout_ms,
-        **security_settings(config),
+        **with_extra_settings(
+            settings, config.consumer_extra, KafkaConsumer, "kafka.consumer_extra"
+        )
     )
 
 

@@ -28,6 +28,8 @@ from idproxy_stream.training.item_features import RowFeatures
 
 logger = logging.getLogger(__name__)
 
+PROGRESS_EVERY_S = 10.0  # at most one progress log line per this many seconds
+
 
 class Stage1Error(IdProxyError, ValueError):
     """Stage 1 cannot run on the data given; the message says what to fix."""
@@ -143,6 +145,7 @@ def train_stage1(
     selection_rows = holdout_rows if len(holdout_rows) else fit_rows
     best_error, best_epoch = float("inf"), 0
     best_state = copy.deepcopy(projector.state_dict())
+    next_report = time.monotonic() + PROGRESS_EVERY_S
     for epoch in range(1, config.epochs + 1):
         projector.train()
         order = fit_rows[torch.randperm(len(fit_rows), generator=generator)]
@@ -167,6 +170,11 @@ def train_stage1(
             optimizer.step()
             epoch_loss, batches = epoch_loss + float(loss.detach()), batches + 1
         result.loss_history.append(epoch_loss / max(batches, 1))
+        if time.monotonic() > next_report:
+            logger.info(
+                "stage 1 epoch %d/%d: loss %.4f", epoch, config.epochs, result.loss_history[-1]
+            )
+            next_report = time.monotonic() + PROGRESS_EVERY_S
         if not regression:
             continue
         projector.eval()

@@ -146,7 +146,9 @@ def train_stage2(
             scores = selection_auc(model, ranker, features, validation)
             auc = scores["selection"]
             result.valid_auc.append(auc)
-            logger.info("stage 2 epoch %d held-out-item auc %s", epoch, _rounded(scores))
+            logger.info(
+                "stage 2 epoch %d/%d: held-out-item AUC %s", epoch, config.epochs, _rounded(scores)
+            )
             if auc > best_auc:
                 best_auc, result.best_epoch, best_scores = auc, epoch, scores
                 best_state = copy.deepcopy(model.state_dict())

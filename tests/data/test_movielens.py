@@ -141,7 +141,10 @@ def test_ml100k_side_files_missing_their_partner_are_refused(ml100k_files):
 
 
 def test_ml100k_missing_folder_and_files_name_what_is_expected(ml100k_files, tmp_path):
-    with pytest.raises(DatasetError, match=r"does not exist: pass the ml-100k folder"):
+    with pytest.raises(
+        DatasetError,
+        match=r"data.path \(--path\): folder .* does not exist; pass the ml-100k folder",
+    ):
         load_movielens_100k(tmp_path / "nowhere")
     (ml100k_files.folder / "u.item").unlink()
     with pytest.raises(DatasetError, match=r"u\.item is missing"):

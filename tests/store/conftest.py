@@ -56,15 +56,17 @@ def make_record(
     )
 
 
-def open_store(kind: str, tmp_path, redis_client: redis.Redis, prefix: str) -> FeatureStore:
+def open_store(kind: str, tmp_path, request: pytest.FixtureRequest) -> FeatureStore:
+    """The ``kind`` backend; only the Redis one asks for the Redis fixtures."""
     if kind == "sqlite":
         return SqliteStore(tmp_path / "proxies.sqlite")
     if kind == "redis":
-        return RedisStore(redis_client, key_prefix=prefix)
+        client: redis.Redis = request.getfixturevalue("redis_client")
+        return RedisStore(client, key_prefix=request.getfixturevalue("redis_prefix"))
     return ParquetProxyLog(tmp_path / "log", row_group_size=4)
 
 
 @pytest.fixture(params=["sqlite", "redis", "parquet"])
-def store(request, tmp_path, redis_client, redis_prefix) -> Iterator[FeatureStore]:
-    with open_store(request.param, tmp_path, redis_client, redis_prefix) as opened:
+def store(request, tmp_path) -> Iterator[FeatureStore]:
+    with open_store(request.param, tmp_path, request) as opened:
         yield opened

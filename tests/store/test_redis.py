@@ -6,7 +6,6 @@ import uuid
 
 import numpy as np
 import pytest
-from tests_helpers import redis_url
 
 from idproxy_stream.config import ConfigError, RedisStoreConfig
 from idproxy_stream.events import datetime_to_us
@@ -87,10 +86,12 @@ def acl_user(redis_client, redis_prefix):
     redis_client.acl_deluser(name)
 
 
-def test_credentials_come_from_the_env_vars_the_config_names(acl_user, redis_prefix) -> None:
+def test_credentials_come_from_the_env_vars_the_config_names(
+    acl_user, redis_prefix, redis_url
+) -> None:
     name, password = acl_user
     config = RedisStoreConfig(
-        url=redis_url(), key_prefix=redis_prefix, username_env="RU", password_env="RP"
+        url=redis_url, key_prefix=redis_prefix, username_env="RU", password_env="RP"
     )
     with RedisStore.from_config(config, environ={"RU": name, "RP": password}) as store:
         store.upsert([make_record(1)])

@@ -1,6 +1,9 @@
-"""The embedded tansu broker: a clear error when the binary is missing, topics on a live one."""
+"""The embedded tansu broker: clear errors (no binary, port taken), and it listens until stopped."""
 
 from __future__ import annotations
+
+import socket
+import time
 
 import pytest
 
@@ -20,3 +23,16 @@ def test_the_broker_listens_until_stopped(tmp_path) -> None:
     broker.stop()
     assert not port_accepts(host, port)
     assert broker.process is None
+
+
+def test_a_taken_port_fails_at_once_instead_of_reporting_a_dead_broker(tmp_path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        broker = EmbeddedBroker(port=port, log_path=tmp_path / "tansu.log")
+        started = time.monotonic()
+        with pytest.raises(BrokerError, match=rf"port {port} on 127.0.0.1 is already in use"):
+            broker.start()
+        assert time.monotonic() - started < 2
+        assert broker.process is None

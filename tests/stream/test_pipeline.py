@@ -8,7 +8,6 @@ from datetime import timedelta
 import pyarrow.dataset as ds
 import pytest
 import ray
-from tests_helpers import redis_url
 
 from idproxy_stream.store.base import build_store
 from idproxy_stream.stream.broker import free_port
@@ -124,14 +123,14 @@ def test_a_bundle_trained_on_another_encoder_is_refused_before_anything_starts(
 
 
 def test_the_same_job_writes_redis_and_the_parquet_log_by_configuration_only(
-    stream_config, start_job, tmp_path, redis_client, redis_prefix
+    stream_config, start_job, tmp_path, redis_client, redis_prefix, redis_url
 ) -> None:
     log_dir = tmp_path / "proxy_log"
     config = stream_config(
         store={
             "online": "redis",
             "offline_log": True,
-            "redis": {"url": redis_url(), "key_prefix": redis_prefix},
+            "redis": {"url": redis_url, "key_prefix": redis_prefix},
             "parquet": {"path": str(log_dir)},
         }
     )

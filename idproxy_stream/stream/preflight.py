@@ -1,0 +1,70 @@
+"""Checks that run on the driver before any actor starts, so a mistake fails in seconds.
+
+Each one raises an error naming the setting (or file) and what to do: client settings
+kafka-python would refuse, a broker that does not answer or a topic that is missing, a store
+that cannot be opened. (The port of ``/metrics`` is bound, not probed, before the actors start:
+``port_in_use`` names its setting.) Without them the same mistakes surface tens of seconds
+later, inside an actor, as a library traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+
+from idproxy_stream.config import AppConfig, KafkaConfig, StoreConfig
+from idproxy_stream.errors import IdProxyError
+from idproxy_stream.store.base import StoreError, build_store
+from idproxy_stream.stream.topics import check_kafka_reachable, stream_topics
+
+logger = logging.getLogger(__name__)
+
+
+class PortInUseError(IdProxyError, OSError):
+    """A port the job would listen on is taken; the message names the setting."""
+
+
+def port_in_use(port: int, setting: str, host: str, error: OSError) -> PortInUseError:
+    """The error for a failed bind of ``host:port`` (set by ``setting``)."""
+    if error.errno == errno.EADDRINUSE:
+        reason = "is already in use"
+    else:
+        reason = f"cannot be bound ({error.strerror or error})"
+    return PortInUseError(
+        f"{setting}: port {port} on {host} {reason}: stop what listens there or choose "
+        f"another port with {setting}"
+    )
+
+
+def check_store(config: StoreConfig) -> None:
+    """Open and close the configured store(s): a path, a server or credentials that fail."""
+    started = time.perf_counter()
+    try:
+        with build_store(config):
+            pass
+    except StoreError:
+        raise
+    except OSError as error:  # sqlite / parquet: a folder that cannot be created or written
+        raise StoreError(
+            f"cannot open the {config.online} store: {error.strerror or error} "
+            f"({getattr(error, 'filename', None) or 'its path'}); choose a writable "
+            f"store.{config.online}.path"
+        ) from None
+    logger.debug("store %s opens (%.2f s)", config.online, time.perf_counter() - started)
+
+
+def check_kafka(config: KafkaConfig) -> None:
+    """The brokers answer and the stream's topics exist (unless ``kafka.ensure_topics``)."""
+    topics = () if config.ensure_topics else stream_topics(config)
+    check_kafka_reachable(config, topics)
+
+
+def check_stream_services(config: AppConfig) -> None:
+    """What the stream needs besides its model bundle: client settings, Kafka, the store."""
+    from idproxy_stream.stream.clients import consumer_settings, producer_settings
+
+    consumer_settings(config.kafka)  # pass-through settings kafka-python would refuse
+    producer_settings(config.kafka)
+    check_kafka(config.kafka)
+    check_store(config.store)
