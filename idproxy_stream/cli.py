@@ -390,23 +390,19 @@ def evaluate(
 
 def _evaluate_suite(app_config, suite, data_root, output, command, seeds, only) -> None:
     """``idproxy eval --suite``: every dataset of the suite, then the combined report."""
-    from idproxy_stream.eval.suite import SuiteError, load_suite, run_suite
+    from idproxy_stream.eval.suite import load_suite, run_suite
 
-    try:
-        loaded = load_suite(suite)
-        run_suite(
-            loaded,
-            app_config,
-            data_root,
-            output,
-            command,
-            seeds=_seeds(seeds, loaded.seeds),
-            only=only.split(",") if only else None,
-            progress=_progress,
-        )
-    except SuiteError as error:
-        typer.secho(str(error), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+    loaded = load_suite(suite)
+    run_suite(
+        loaded,
+        app_config,
+        data_root,
+        output,
+        command,
+        seeds=_seeds(seeds, loaded.seeds),
+        only=only.split(",") if only else None,
+        progress=_progress,
+    )
     typer.echo((output / "report.md").read_text())
 
 

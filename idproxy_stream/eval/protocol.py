@@ -35,6 +35,7 @@ from idproxy_stream.data.schema import RecDataset
 from idproxy_stream.data.split import ColdStartSplit
 from idproxy_stream.encoders.features import FeatureTable
 from idproxy_stream.eval.void_analysis import void_analysis
+from idproxy_stream.eval.warmup import ColdEmbeddings, warmup_curve
 from idproxy_stream.ranker.adapter import RankerAdapter
 from idproxy_stream.ranker.din import DinRanker
 from idproxy_stream.ranker.inputs import (
@@ -50,7 +51,11 @@ from idproxy_stream.ranker.training import (
     train_ranker,
 )
 from idproxy_stream.training import baselines
+from idproxy_stream.training.cold_start_context import ThroughRankerContext, interaction_counts
+from idproxy_stream.training.cvar import fit_cvar
 from idproxy_stream.training.item_features import RowFeatures
+from idproxy_stream.training.meta_embedding import meta_embedding_proxies
+from idproxy_stream.training.mwuf import fit_mwuf
 from idproxy_stream.training.pipeline import IdProxyTraining, train_idproxy
 
 logger = logging.getLogger(__name__)
@@ -64,6 +69,9 @@ METHODS = (
     "regression_mlp",
     "dropoutnet",
     "knn",
+    "meta_embedding",
+    "mwuf",
+    "cvar",
     "idproxy_stage1",
     "idproxy",
 )
@@ -132,51 +140,18 @@ def cold_table(
     return table
 
 
-def warmup_curve(
-    ranker: RankerAdapter,
-    id_table: torch.Tensor,
-    cold_rows: torch.Tensor,
-    initial: torch.Tensor,
-    stages: Sequence[RankerInputs],
-    test: RankerInputs,
-    learning_rate: float,
-    epochs: int,
-    batch_size: int = 128,
-    seed: int = 0,
-) -> list[dict[str, float]]:
-    """Cold-test metrics at cold start and after each warm-up stage.
-
-    Only the cold items' embeddings (C, D), initialised from ``initial``, are updated; the ranker
-    is frozen. Stages are applied in order, each continuing from the previous one.
-    """
-    cold = torch.nn.Parameter(initial.detach().clone())
-    base = id_table.detach().clone()
-    optimizer = torch.optim.Adam([cold], lr=learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-
-    def table() -> torch.Tensor:
-        return base.index_put((cold_rows,), cold)
-
-    curve = [evaluate_ranker(ranker, test, table_override(table().detach()))]
-    for stage in stages:
-        for _ in range(epochs):
-            for batch in stage.batches(batch_size, shuffle=True, generator=generator):
-                current = table()
-                logits = ranker.forward(batch, current[batch.item], current[batch.history])
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-        curve.append(evaluate_ranker(ranker, test, table_override(table().detach())))
-    return curve
-
-
 @dataclass
 class MethodProxies:
-    """Every method's (C, D) cold-item proxies for one seed, and IDProxy's training."""
+    """Every method's (C, D) cold-item proxies for one seed, and IDProxy's training.
+
+    ``cold_embeddings`` holds, for the methods with their own warm-up (MWUF, CVAR), a factory
+    of the :class:`~idproxy_stream.eval.warmup.ColdEmbeddings` the warm-up loop drives; the
+    other methods warm up a free embedding initialised from their proxies.
+    """
 
     proxies: dict[str, torch.Tensor]
     idproxy: IdProxyTraining | None = None
+    cold_embeddings: dict[str, Callable[[], ColdEmbeddings]] = field(default_factory=dict)
 
     @property
     def idproxy_metrics(self) -> dict[str, float]:
@@ -210,6 +185,15 @@ def method_proxies(
     train_inputs, targets = inputs[mature], id_table[mature]
     query = inputs[data.cold_rows]
     count = len(data.cold_rows)
+    ranker_samples = RankerInputs.concat([data.inputs["warm_train"], data.inputs["warm_valid"]])
+    context = ThroughRankerContext(
+        ranker=ranker,
+        features=data.features,
+        mature_rows=mature,
+        samples=ranker_samples,
+        item_counts=interaction_counts(ranker_samples, data.vocab.num_item_rows),
+        seed=seed,
+    )
     builders: dict[str, Callable[[], torch.Tensor]] = {
         "random": lambda: baselines.random_proxies(targets, count, seed),
         "mean_id": lambda: baselines.mean_id_proxies(targets, count),
@@ -219,18 +203,27 @@ def method_proxies(
         ),
         "dropoutnet": lambda: baselines.dropoutnet_proxies(train_inputs, targets, query, seed),
         "knn": lambda: baselines.knn_proxies(train_inputs, targets, query),
+        "meta_embedding": lambda: meta_embedding_proxies(context, data.cold_rows),
     }
     result = MethodProxies(proxies={})
     for method in methods:
         started = time.perf_counter()
         if method in builders:
             result.proxies[method] = builders[method]()
+        elif method == "mwuf":
+            mwuf = fit_mwuf(context)
+            result.proxies[method] = mwuf.cold_start_embeddings(data.cold_rows)
+            result.cold_embeddings[method] = lambda m=mwuf: m.cold_embeddings(data.cold_rows)
+        elif method == "cvar":
+            cvar = fit_cvar(context)
+            result.proxies[method] = cvar.proxies(data.cold_rows)
+            result.cold_embeddings[method] = lambda m=cvar: m.cold_embeddings(data.cold_rows)
         elif method in ("idproxy_stage1", "idproxy") and result.idproxy is None:
             training = train_idproxy(
                 ranker,
                 data.features,
                 mature,
-                RankerInputs.concat([data.inputs["warm_train"], data.inputs["warm_valid"]]),
+                ranker_samples,
                 data.inputs["rare"],
                 config.stage1.model_copy(update={"seed": seed}),
                 config.stage2.model_copy(update={"seed": seed}),
@@ -314,11 +307,12 @@ def run_seed(
     fitted = method_proxies(data, config, ranker, methods, seed, timings, progress=say)
     for method, cold_proxies in fitted.proxies.items():
         started = time.perf_counter()
+        warming = fitted.cold_embeddings.get(method)
         curve = warmup_curve(
             ranker,
             id_table,
             data.cold_rows,
-            cold_proxies,
+            warming() if warming is not None else cold_proxies,
             stages,
             cold_test,
             config.eval.warmup_learning_rate,

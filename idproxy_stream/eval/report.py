@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from idproxy_stream.eval.learning_curve import learning_curve_table
+from idproxy_stream.eval.plotting import method_colour, method_label
 from idproxy_stream.eval.protocol import METHODS, ORACLES, WARMUP_STAGES
 
 TABLE_METRICS = (
@@ -24,19 +25,6 @@ TABLE_METRICS = (
     ("cold_logloss", "cold logloss"),
     ("warm_auc", "warm AUC"),
 )
-METHOD_LABELS = {
-    "random": "random init",
-    "mean_id": "mean ID",
-    "ridge": "ridge (content -> ID)",
-    "regression_mlp": "regression MLP (CB2CF-style)",
-    "dropoutnet": "DropoutNet-style",
-    "knn": "kNN average of mature IDs",
-    "idproxy_stage1": "IDProxy Stage 1 only",
-    "idproxy": "IDProxy Stage 1 + 2",
-    "oracle_a": "oracle: ranker retrained with a",
-    "oracle_ab": "oracle: ranker retrained with a+b",
-    "oracle_abc": "oracle: ranker retrained with a+b+c",
-}
 
 
 def paired_differences(
@@ -127,7 +115,7 @@ def render_markdown(report: dict) -> str:
         if method not in summary:
             continue
         cells = [_cell(summary, method, metric) for metric, _ in TABLE_METRICS]
-        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method_label(method)} | " + " | ".join(cells) + " |")
     paired = report["paired_vs_idproxy"]
     if paired:
         lines += [
@@ -140,7 +128,7 @@ def render_markdown(report: dict) -> str:
         for other, entry in paired.items():
             values = ", ".join(f"{v:+.4f}" for v in entry["values"])
             lines.append(
-                f"| {METHOD_LABELS.get(other, other)} | {entry['mean']:+.4f} | {entry['std']:.4f}"
+                f"| {method_label(other)} | {entry['mean']:+.4f} | {entry['std']:.4f}"
                 f" | {'yes' if entry['exceeds_two_std'] else 'no'} | {values} |"
             )
     gap = report["gap_closed_by_idproxy"]
@@ -168,39 +156,51 @@ def render_markdown(report: dict) -> str:
 
 
 def plot_report(report: dict, directory: Path) -> list[Path]:
-    """``cold_auc.png`` (bar chart with std) and ``warmup.png`` (AUC by warm-up stage)."""
+    """``cold_auc.png`` (bars from chance, ±1 std) and ``warmup.png`` (AUC by warm-up stage).
+
+    Every method keeps its colour from ``eval/plotting.py`` in both charts (and in the suite
+    summary); the oracles are in the legend of the warm-up chart as stars.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     summary = report["summary"]
+    seeds = len(report["seeds"])
     methods = [m for m in [*METHODS, *ORACLES] if m in summary]
     means = [summary[m]["cold_auc"]["mean"] for m in methods]
     stds = [summary[m]["cold_auc"]["std"] for m in methods]
-    figure, axis = plt.subplots(figsize=(9, 4.5))
-    colours = [
-        "tab:red" if m == "idproxy" else "tab:grey" if m.startswith("oracle") else "tab:blue"
-        for m in methods
-    ]
-    axis.bar(range(len(methods)), means, yerr=stds, color=colours, capsize=3)
+    figure, axis = plt.subplots(figsize=(10, 5))
+    chance = 0.5
+    axis.bar(
+        range(len(methods)),
+        [mean - chance for mean in means],
+        bottom=chance,
+        yerr=stds,
+        color=[method_colour(m) for m in methods],
+        capsize=3,
+        error_kw={"elinewidth": 1},
+    )
     axis.set_xticks(
         range(len(methods)),
-        [METHOD_LABELS.get(m, m) for m in methods],
+        [method_label(m) for m in methods],
         rotation=35,
         ha="right",
         fontsize=8,
     )
-    low = min(means) - 0.02
-    axis.set_ylim(low, max(means) + 0.02)
-    axis.set_ylabel("cold-test AUC")
-    axis.set_title(report["title"], fontsize=10)
+    axis.set_ylim(chance, max(m + s for m, s in zip(means, stds, strict=True)) + 0.02)
+    axis.set_ylabel("cold-test AUC (axis starts at 0.5 = chance)")
+    axis.set_title(
+        f"{report['title']}\ncold start: mean over {seeds} seeds, error bars ±1 std across seeds",
+        fontsize=9,
+    )
     figure.tight_layout()
     paths = [directory / "cold_auc.png"]
     figure.savefig(paths[0], dpi=120)
     plt.close(figure)
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, axis = plt.subplots(figsize=(8, 5))
     stages = ["cold", *WARMUP_STAGES]
     for method in METHODS:
         if method not in summary:
@@ -211,7 +211,8 @@ def plot_report(report: dict, directory: Path) -> list[Path]:
             stages,
             values,
             marker="o",
-            label=METHOD_LABELS.get(method, method),
+            color=method_colour(method),
+            label=method_label(method),
             linewidth=2.5 if method == "idproxy" else 1.2,
         )
     for oracle, stage in zip(ORACLES, WARMUP_STAGES, strict=True):
@@ -220,13 +221,20 @@ def plot_report(report: dict, directory: Path) -> list[Path]:
                 [stage],
                 [summary[oracle]["cold_auc"]["mean"]],
                 marker="*",
-                s=120,
-                color="black",
+                s=160,
+                color=method_colour(oracle),
+                edgecolors="black",
                 zorder=5,
+                label=method_label(oracle),
             )
-    axis.set_xlabel("warm-up stage (stars: ranker retrained with the same rows)")
+    axis.set_xlabel("warm-up rows seen per cold item (a, b, c: 5 more each)")
     axis.set_ylabel("cold-test AUC")
-    axis.legend(fontsize=7)
+    axis.set_title(
+        f"{report['title']}\nwarm-up: mean over {seeds} seeds; stars: the ranker retrained "
+        "with the same rows",
+        fontsize=9,
+    )
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     paths.append(directory / "warmup.png")
     figure.savefig(paths[1], dpi=120)

@@ -100,7 +100,7 @@ def warmup_curve(
         id_table: (N_rows, D) the ranker's ID table; its cold rows are replaced.
         cold_rows: (C,) ranker rows of the cold items, in the order of ``cold_embeddings``.
         cold_embeddings: a :class:`ColdEmbeddings`, or (C, D) initial proxies for the plain
-            case (then this equals ``protocol.warmup_curve`` number for number).
+            case (then this equals the original free-embedding warm-up number for number).
         stages: warm-up sets applied in order, each continuing from the previous one.
         test: the cold test set.
         learning_rate, epochs, batch_size: Adam step size, passes per stage, samples per step.
@@ -118,7 +118,7 @@ def warmup_curve(
     def scored_table() -> torch.Tensor:
         return base.index_put((cold_rows,), cold_embeddings.embeddings().detach())
 
-    # the ranker keeps its mode: the plain case must match protocol.warmup_curve exactly
+    # the ranker keeps its mode: the plain case must match the original warm-up exactly
     with frozen_ranker(ranker, eval_mode=False):
         curve = [evaluate_ranker(ranker, test, table_override(scored_table()))]
         for stage in stages:

@@ -90,3 +90,29 @@ def test_learning_curve_reports_margins_per_fraction(
     assert curve["cold_auc"]["0.3"]["ridge"] != curve["cold_auc"]["1.0"]["ridge"]
     paths = write_learning_curve(curve, tmp_path)
     assert "| 30 % |" in paths[1].read_text()
+
+
+def test_the_field_baselines_run_in_the_protocol_with_their_own_warm_up(
+    tiny_dataset, tiny_split, planted_features
+):
+    data = ColdStartData.prepare(tiny_dataset, tiny_split, planted_features)
+    methods = ("mean_id", "meta_embedding", "mwuf", "cvar")
+    result = run_seed(data, FAST, 0, methods=methods, oracles=())
+    metrics = result["methods"]
+    assert set(metrics) == set(methods)
+    warm = {m: v["warm_auc"] for m, v in metrics.items()}
+    assert len(set(warm.values())) == 1  # no method touches a warm item's row
+    for name in ("meta_embedding", "cvar"):
+        assert metrics[name]["cold_auc"] > metrics["mean_id"]["cold_auc"]
+    # MWUF starts from the (scaled) mean ID and earns its keep while warming up
+    assert metrics["mwuf"]["warmup_c_auc"] != metrics["mwuf"]["cold_auc"]
+
+
+def test_the_void_analysis_reports_void_items_and_every_policy(seed_results):
+    void = seed_results[0]["void_analysis"]
+    assert 0.0 <= void["void_rate"] <= 1.0
+    assert set(void["policy_cold_auc"]) == {"flag", "knn_average", "dead_letter"}
+    # flag writes every proxy as computed: the cold AUC is IDProxy's own
+    assert void["policy_cold_auc"]["flag"] == pytest.approx(
+        seed_results[0]["methods"]["idproxy"]["cold_auc"]
+    )
