@@ -388,6 +388,12 @@ class Stage2Config(FrozenModel):
         description="serve Stage 2 only if its selection AUC beats the coarse proxy's by more "
         "than this; otherwise the published model is the coarse proxy (gate closed)",
     )
+    ridge_fallback: bool = Field(
+        False,
+        description="also fit a ridge-regression coarse proxy (its scale chosen through the "
+        "ranker) and serve whichever of it, the Stage 1 proxy and the Stage 2 proxy ranks the "
+        "validation items best",
+    )
     patience: int = Field(2, ge=1)
     seed: int = 0
 

@@ -15,6 +15,9 @@ y_i the raw ID embedding). That scalar is the length that minimises the squared 
 and shrinks toward the centre as alignment gets worse, which is what a ranker needs from an
 uncertain proxy.
 
+``hidden_dim=0`` makes ``phi`` linear: the ridge-regression coarse proxy that training keeps
+as the fallback a Stage 2 must beat.
+
 With ``unit_offsets=False`` (Stage 1 trained with a regression term, see
 ``training/stage1.py``) the offset is ``phi(g)`` itself rather than its direction: the network
 then learns a length per item (short where the content says little) and ``scale`` is the same
@@ -48,12 +51,17 @@ class CoarseProjector(nn.Module):
         super().__init__()
         self.input_dim, self.id_dim = input_dim, id_dim
         self.unit_offsets = unit_offsets
-        self.net = nn.Sequential(
-            nn.LayerNorm(input_dim),
-            nn.Dropout(dropout),
-            nn.Linear(input_dim, hidden_dim),
-            nn.GELU(),
-            nn.Linear(hidden_dim, id_dim),
+        # hidden_dim 0: a linear map (the ridge-regression coarse proxy, training/stage1.py)
+        self.net = (
+            nn.Sequential(nn.Linear(input_dim, id_dim))
+            if hidden_dim == 0
+            else nn.Sequential(
+                nn.LayerNorm(input_dim),
+                nn.Dropout(dropout),
+                nn.Linear(input_dim, hidden_dim),
+                nn.GELU(),
+                nn.Linear(hidden_dim, id_dim),
+            )
         )
         self.register_buffer("centre", torch.zeros(id_dim))
         self.register_buffer("scale", torch.ones(()))

@@ -70,6 +70,18 @@ def choose_ridge_penalty(
     return best_penalty
 
 
+def ridge_coefficients(
+    inputs: torch.Tensor, targets: torch.Tensor, penalty: float | None = None
+) -> tuple[torch.Tensor, float]:
+    """Ridge coefficients (F + 1, D) for (N, F) -> (N, D), the last row the intercept.
+
+    The penalty is chosen by k-fold cross-validation when not given; returns it too.
+    """
+    if penalty is None:
+        penalty = choose_ridge_penalty(inputs, targets)
+    return _ridge_solve(inputs, targets, penalty), penalty
+
+
 def ridge_proxies(
     train_inputs: torch.Tensor,
     train_targets: torch.Tensor,

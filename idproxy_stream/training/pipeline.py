@@ -18,8 +18,8 @@ from idproxy_stream.proxy.model import ProxyManifest, ProxyModel, ProxyModelSpec
 from idproxy_stream.ranker.adapter import RankerAdapter
 from idproxy_stream.ranker.inputs import RankerInputs
 from idproxy_stream.training.item_features import RowFeatures
-from idproxy_stream.training.selection import select_coarse_scale
-from idproxy_stream.training.stage1 import train_stage1
+from idproxy_stream.training.selection import select_coarse_scale, selection_auc
+from idproxy_stream.training.stage1 import Stage1Result, fit_ridge_coarse, train_stage1
 from idproxy_stream.training.stage2 import samples_of_items, train_stage2
 
 logger = logging.getLogger(__name__)
@@ -170,13 +170,59 @@ def train_idproxy(
     metrics.update({f"stage2_{name}": value for name, value in stage2.metrics.items()})
     metrics["stage1_seconds"] = stage1_seconds
     # a Stage 2 the guard refused is not served: the published model is the coarse one
-    refused = stage2.metrics.get("served") == 0.0
+    refused = stage2.metrics.get("served", 0.0) == 0.0
+    served, served_name = (stage1_model, "stage1") if refused else (stage2.model, "stage2")
+    if stage2_config.ridge_fallback:
+        served, served_name = _best_of_ridge(
+            served, served_name, ranker, features, id_table, stage1, data, stage1_config, metrics
+        )
+    metrics["served_model"] = served_name
     return IdProxyTraining(
         stage1_model=stage1_model,
-        model=stage1_model if refused else stage2.model,
+        model=served,
         metrics=metrics,
         holdout_rows=stage1.holdout_rows,
     )
+
+
+def _best_of_ridge(
+    served: ProxyModel,
+    served_name: str,
+    ranker: RankerAdapter,
+    features: RowFeatures,
+    id_table: torch.Tensor,
+    stage1: Stage1Result,
+    data: Stage2Data,
+    stage1_config: Stage1Config,
+    metrics: dict,
+) -> tuple[ProxyModel, str]:
+    """``served`` or the ridge coarse proxy, whichever ranks the validation items better.
+
+    The ridge proxy is fitted on Stage 1's fit items, its scale chosen through the ranker like
+    the Stage 1 scale; it replaces ``served`` only with a strictly higher selection AUC.
+    """
+    projector, penalty = fit_ridge_coarse(features, id_table, stage1.fit_rows)
+    ridge = ProxyModel(
+        replace(served.spec, projector_hidden=0, coarse_unit_offsets=False, gate_closed=True)
+    )
+    ridge.projector.load_state_dict(projector.state_dict())
+    ridge.eval()
+    chosen = select_coarse_scale(
+        ridge, ranker, features, data.validation, stage1_config.scale_multipliers
+    )
+    ridge_auc = selection_auc(ridge, ranker, features, data.validation)["selection"]
+    served_auc = selection_auc(served, ranker, features, data.validation)["selection"]
+    metrics.update(
+        {
+            "ridge_penalty": penalty,
+            "ridge_scale_multiplier": chosen["scale_multiplier"],
+            "ridge_valid_auc": ridge_auc,
+            f"{served_name}_served_valid_auc": served_auc,
+        }
+    )
+    if ridge_auc > served_auc:
+        return ridge, "ridge"
+    return served, served_name
 
 
 def new_manifest(

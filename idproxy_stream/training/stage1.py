@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from idproxy_stream.config import Stage1Config
 from idproxy_stream.errors import IdProxyError
 from idproxy_stream.proxy.projector import CoarseProjector
+from idproxy_stream.training.baselines import ridge_coefficients
 from idproxy_stream.training.item_features import RowFeatures
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,32 @@ def train_stage1(
         )
     logger.info("stage 1: %s", result.metrics)
     return result
+
+
+@torch.no_grad()
+def fit_ridge_coarse(
+    features: RowFeatures, id_table: torch.Tensor, fit_rows: torch.Tensor
+) -> tuple[CoarseProjector, float]:
+    """A linear coarse projector fitted by ridge regression of raw IDs on global embeddings.
+
+    The centre is the fit items' mean ID and the linear map predicts the offset from it (its
+    penalty chosen by 5-fold cross-validation over ``fit_rows``); the scale starts at 1. Returns
+    the projector and the penalty.
+    """
+    id_table = id_table.detach()
+    centre = id_table[fit_rows].mean(0)
+    coefficients, penalty = ridge_coefficients(
+        features.global_embedding[fit_rows], id_table[fit_rows] - centre
+    )
+    projector = CoarseProjector(
+        features.encoder_dim, id_table.shape[1], hidden_dim=0, unit_offsets=False
+    )
+    linear = projector.net[0]
+    linear.weight.copy_(coefficients[:-1].T.float())
+    linear.bias.copy_(coefficients[-1].float())
+    projector.centre.copy_(centre)
+    projector.eval()
+    return projector, penalty
 
 
 @torch.no_grad()
