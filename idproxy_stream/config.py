@@ -297,6 +297,12 @@ class Stage1Config(FrozenModel):
     """Coarse proxy: contrastive alignment of content to L2-normalised mature ID embeddings."""
 
     tau: int = Field(20, ge=1, description="mature = at least tau interactions in training")
+    objective: Literal["contrastive", "ridge"] = Field(
+        "contrastive",
+        description="contrastive: the paper's projector (InfoNCE, plus regression_weight); "
+        "ridge: a linear projector fitted in closed form to the raw IDs (penalty by 5-fold "
+        "cross-validation), the other training settings unused",
+    )
     hidden_dim: int = Field(256, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     learning_rate: float = Field(1e-4, gt=0)
@@ -347,8 +353,8 @@ class Stage1Config(FrozenModel):
 class Stage2Config(FrozenModel):
     """Fine proxy: adaptor over layer clusters + residual gate, trained through the ranker."""
 
-    hidden_dim: int = Field(128, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    hidden_dim: int = Field(64, ge=1)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     batch_size: int = Field(1024, ge=2)
@@ -371,14 +377,14 @@ class Stage2Config(FrozenModel):
         "1 = every item alike",
     )
     new_like_holdout_fraction: float = Field(
-        0.0,
+        0.3,
         ge=0.0,
         lt=1.0,
         description="share of the rare items (never seen by the ranker, like new items) held "
         "out of training to select and guard Stage 2",
     )
     selection: Literal["mature", "new_like", "both"] = Field(
-        "mature",
+        "both",
         description="which held-out items' AUC selects the epoch and guards serving: held-out "
         "mature items, held-out rare items, or the mean of both",
     )
@@ -389,7 +395,7 @@ class Stage2Config(FrozenModel):
         "than this; otherwise the published model is the coarse proxy (gate closed)",
     )
     ridge_fallback: bool = Field(
-        False,
+        True,
         description="also fit a ridge-regression coarse proxy (its scale chosen through the "
         "ranker) and serve whichever of it, the Stage 1 proxy and the Stage 2 proxy ranks the "
         "validation items best",

@@ -51,6 +51,7 @@ class CoarseProjector(nn.Module):
         super().__init__()
         self.input_dim, self.id_dim = input_dim, id_dim
         self.unit_offsets = unit_offsets
+        self.hidden_dim = hidden_dim
         # hidden_dim 0: a linear map (the ridge-regression coarse proxy, training/stage1.py)
         self.net = (
             nn.Sequential(nn.Linear(input_dim, id_dim))

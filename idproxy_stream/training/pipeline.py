@@ -145,7 +145,7 @@ def train_idproxy(
         encoder_dim=features.encoder_dim,
         id_dim=int(id_table.shape[1]),
         clusters=features.clusters,
-        projector_hidden=stage1_config.hidden_dim,
+        projector_hidden=stage1.projector.hidden_dim,
         adaptor_hidden=stage2_config.hidden_dim,
         dropout=stage2_config.dropout,
         gate_closed=True,

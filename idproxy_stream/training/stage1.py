@@ -121,6 +121,16 @@ def train_stage1(
     started = time.perf_counter()
     fit_rows, holdout_rows = split_mature_rows(mature_rows, config.holdout_fraction, config.seed)
     id_table = id_table.detach()
+    if config.objective == "ridge":
+        projector, penalty = fit_ridge_coarse(features, id_table, fit_rows)
+        result = Stage1Result(projector=projector, fit_rows=fit_rows, holdout_rows=holdout_rows)
+        result.metrics = {
+            "ridge_penalty": penalty,
+            "scale": 1.0,
+            "mature_items": len(mature_rows),
+            "seconds": time.perf_counter() - started,
+        }
+        return result
     regression = config.regression_weight > 0
     projector = CoarseProjector(
         features.encoder_dim,

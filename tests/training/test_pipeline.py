@@ -88,7 +88,7 @@ def test_a_guard_no_stage2_can_pass_serves_the_stage1_model(
     tiny_ranker, encoded_parts, planted_features
 ):
     features, mature, samples, rare = inputs(encoded_parts, planted_features)
-    strict = STAGE2.model_copy(update={"min_gain": 1.0})
+    strict = STAGE2.model_copy(update={"min_gain": 1.0, "ridge_fallback": False})
     training = train_idproxy(tiny_ranker, features, mature, samples, rare, STAGE1, strict)
     assert training.metrics["stage2_served"] == 0.0
     assert training.metrics["served_model"] == "stage1"

@@ -99,3 +99,16 @@ def test_a_regression_term_learns_per_item_lengths_and_a_lower_held_out_error():
 def test_both_objective_weights_zero_is_refused_with_the_keys_to_change():
     with pytest.raises(ValueError, match=r"contrastive_weight and stage1\.regression_weight"):
         Stage1Config(contrastive_weight=0.0, regression_weight=0.0)
+
+
+def test_the_ridge_objective_fits_a_linear_projector_that_recovers_a_linear_mapping():
+    features, ids, mature = planted_rows()
+    result = train_stage1(features, ids, mature, CONFIG.model_copy(update={"objective": "ridge"}))
+    projector = result.projector
+    assert projector.hidden_dim == 0 and not projector.unit_offsets
+    holdout = result.holdout_rows
+    with torch.no_grad():
+        error = (projector(features.global_embedding[holdout]) - ids[holdout]).pow(2).sum(1)
+    spread = (ids[holdout] - ids[holdout].mean(0)).pow(2).sum(1)
+    assert float(error.mean()) < 0.05 * float(spread.mean())  # the planted map is linear
+    assert result.metrics["ridge_penalty"] > 0

@@ -12,7 +12,9 @@ from idproxy_stream.training.pipeline import train_idproxy
 STAGE1 = Stage1Config(
     epochs=20, batch_size=64, learning_rate=3e-3, hidden_dim=32, holdout_fraction=0.2
 )
-STAGE2 = Stage2Config(epochs=3, batch_size=256, learning_rate=3e-3, hidden_dim=32, patience=3)
+STAGE2 = Stage2Config(
+    epochs=3, batch_size=256, learning_rate=3e-3, hidden_dim=32, patience=3, ridge_fallback=False
+)
 
 
 def training_inputs(tiny_ranker, encoded_parts, planted_features):
