@@ -33,6 +33,13 @@ def _load(config: Path | None):
         raise typer.Exit(2) from None
 
 
+def _in_process(app_config) -> None:
+    """Process settings of a command that trains in this process (torch threads)."""
+    from idproxy_stream.process import set_torch_threads
+
+    set_torch_threads(app_config.ranker.num_threads)
+
+
 @app.callback()
 def _root() -> None:
     """IDProxy cold-start proxies: train, evaluate, encode, stream."""
@@ -154,6 +161,7 @@ def ranker_train(
     from idproxy_stream.eval.ranker_eval import run_ranker_benchmark
 
     app_config = _with_data(_load(config), dataset, path)
+    _in_process(app_config)
     result = run_ranker_benchmark(app_config, _seeds(seeds, (0,)), output, _progress)
     typer.echo(
         f"warm-test AUC {result['auc_mean']:.4f} ± {result['auc_std']:.4f}, "
@@ -173,6 +181,7 @@ def train(
     from idproxy_stream.training.bundle import train_model_bundle
 
     app_config = _load(config)
+    _in_process(app_config)
     report = train_model_bundle(
         app_config, model_dir or app_config.stream.model_dir, version, progress=_progress
     )
@@ -210,13 +219,15 @@ def evaluate(
     import shlex
     import sys
 
+    from idproxy_stream.config import with_updates
     from idproxy_stream.eval.run import run_evaluation
 
     app_config = _with_data(_load(config), dataset, path, plots, plots_check, posters, poster_map)
+    _in_process(app_config)
     if learning_curve:
         fractions = tuple(float(part) for part in learning_curve.split(","))
-        eval_section = app_config.eval.model_copy(update={"learning_curve_fractions": fractions})
-        app_config = app_config.model_copy(update={"eval": eval_section})
+        eval_section = with_updates(app_config.eval, learning_curve_fractions=fractions)
+        app_config = with_updates(app_config, eval=eval_section)
     command = "idproxy " + shlex.join(sys.argv[1:])
     from idproxy_stream.eval.protocol import METHODS, ORACLES
 
@@ -353,11 +364,12 @@ def backfill(
 
     from idproxy_stream.backfill.catalogue import backfill_catalogue
     from idproxy_stream.backfill.kafka_range import backfill_offset_range, parse_offsets
+    from idproxy_stream.config import with_updates
 
     app_config = _load(config)
     if model_version is not None:
-        section = app_config.backfill.model_copy(update={"model_version": model_version})
-        app_config = app_config.model_copy(update={"backfill": section})
+        section = with_updates(app_config.backfill, model_version=model_version)
+        app_config = with_updates(app_config, backfill=section)
     if source == "catalogue":
         report = backfill_catalogue(app_config, limit)
     elif source == "kafka":

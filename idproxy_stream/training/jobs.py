@@ -30,6 +30,7 @@ import torch
 
 from idproxy_stream.artifacts import BundleLayout
 from idproxy_stream.config import AppConfig
+from idproxy_stream.encoders.contract import configured_contract
 from idproxy_stream.encoders.features import FeatureTable, feature_files, read_feature_table
 from idproxy_stream.encoders.registry import encoder_fingerprint
 from idproxy_stream.errors import IdProxyError
@@ -70,11 +71,19 @@ class TrainingJobError(IdProxyError, ValueError):
 
 
 def stored_features(config: AppConfig) -> FeatureTable | None:
-    """The features ``extract.output_path`` holds for the configured encoder, or None."""
+    """The features ``extract.output_path`` holds for the configured encoder and text, or None.
+
+    Features extracted under another content contract (other text fields, encoder settings)
+    are refused with the settings named.
+    """
     folder = config.extract.output_path
     if not folder.is_dir() or not feature_files(folder):
         return None
-    return read_feature_table(folder, fingerprint=encoder_fingerprint(config.encoder))
+    return read_feature_table(
+        folder,
+        fingerprint=encoder_fingerprint(config.encoder),
+        content=configured_contract(config.encoder),
+    )
 
 
 def run_stage1(
@@ -165,6 +174,7 @@ def run_stage2(
         stage1_version,
         expected_encoder_fingerprint=features.encoder_fingerprint,
         expected_id_space_fingerprint=inputs.id_space.fingerprint,
+        expected_content=features.content,
     )
     if coarse.spec.clusters != features.clusters:
         raise ProxyModelError(
@@ -228,6 +238,7 @@ def run_stage2(
         },
         metrics=metrics,
     )
+    manifest.content = features.content
     publish_version(result.model, manifest, layout.registry)
     timings = {"stage2": time.perf_counter() - started}
     layout.summary.write_text(

@@ -15,7 +15,7 @@ from idproxy_stream.artifacts import BundleLayout
 from idproxy_stream.encoders.extract import extract_features
 from idproxy_stream.proxy.registry import latest_version, load_version, publish_version
 from idproxy_stream.stream.messages import WorkItem
-from idproxy_stream.stream.worker import ProxyWorker
+from idproxy_stream.stream.worker import ProxyWorker, WorkerSettings
 from tests.stream.conftest import bomb_png, event, png_bytes
 
 
@@ -31,7 +31,7 @@ def isolated_model_dir(tmp_path, bundle):
 def make_worker(stream_config, isolated_model_dir):
     def make(**stream_overrides):
         config = stream_config(stream={"model_dir": str(isolated_model_dir), **stream_overrides})
-        return ProxyWorker(config, setup_logging=False)
+        return ProxyWorker(WorkerSettings.of(config))
 
     return make
 
@@ -75,7 +75,7 @@ def test_proxies_equal_the_training_feature_path(make_worker) -> None:
         worker.encoder,
         items,
         clusters=worker.manifest.spec.clusters,
-        text_fields=worker.config.extract.text_fields,
+        text_fields=worker.settings.encoder.text_fields,
     )
     expected = worker.model.predict(
         torch.from_numpy(features.global_embedding), torch.from_numpy(features.cluster_states)
