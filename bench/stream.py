@@ -51,8 +51,8 @@ from idproxy_stream.stream.messages import WorkItem
 from idproxy_stream.stream.metrics import Histogram, StreamStats
 from idproxy_stream.stream.pipeline import StreamJob, bundle_problem, ensure_ray
 from idproxy_stream.stream.publish import catalogue_events, new_items, publish_events
-from idproxy_stream.stream.topics import ensure_topics, stream_topics
 from idproxy_stream.stream.sink import ProxySink, SinkSettings
+from idproxy_stream.stream.topics import ensure_topics, stream_topics
 from idproxy_stream.stream.worker import ProxyWorker, WorkerSettings
 
 ACTOR_TITLES = ("ray::StreamSource", "ray::ProxyWorker", "ray::ProxySink")

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from idproxy_stream.cluster.entrypoint import job_config, setup_job_logging
-from idproxy_stream.process import set_torch_threads
 from idproxy_stream.eval.run import run_evaluation
+from idproxy_stream.process import set_torch_threads
 
 
 def seeds(text: str) -> list[int]:
