@@ -45,7 +45,7 @@ import numpy as np
 from idproxy_stream.config import AppConfig, config_from_dict, with_updates
 from idproxy_stream.data.loading import load_dataset
 from idproxy_stream.events import NewItemEvent, decode_new_item_event
-from idproxy_stream.process import set_torch_threads
+from idproxy_stream.process import set_faiss_threads, set_torch_threads
 from idproxy_stream.stream.broker import EmbeddedBroker
 from idproxy_stream.stream.messages import WorkItem
 from idproxy_stream.stream.metrics import Histogram, StreamStats
@@ -170,7 +170,9 @@ class RayDataProxies:
     """``map_batches`` UDF: decode records, run the same worker code and neighbour check."""
 
     def __init__(self, config: AppConfig) -> None:
-        set_torch_threads(config.stream.torch_threads_per_worker)  # this actor's entry point
+        # This actor's entry point: the threads the stream's worker and sink processes get.
+        set_torch_threads(config.stream.torch_threads_per_worker)
+        set_faiss_threads(config.index.num_threads or 1)
         self.config = config
         self.worker = ProxyWorker(WorkerSettings.of(config))
         self.checker = ProxySink(SinkSettings.of(config)).checker

@@ -397,9 +397,9 @@ class IndexConfig(FrozenModel):
     num_threads: int | None = Field(
         None,
         ge=1,
-        description="faiss OpenMP threads for this process (process-wide); None keeps faiss' "
-        "default of all cores. Stream workers sharing a node should use 1: small batches on "
-        "more threads than free cores wait on each other",
+        description="faiss OpenMP threads of a process that serves the index, set when it "
+        "starts (the stream's sinks: None = 1 there, since small batches on more threads than "
+        "free cores wait on each other); None elsewhere keeps faiss' default of all cores",
     )
 
 
@@ -581,7 +581,7 @@ class ClusterConfig(FrozenModel):
     """Placement on a multi-node Ray cluster: the custom resources each kind of actor asks for.
 
     Encoder workers ask for GPUs through ``stream.worker_num_gpus`` (and
-    ``backfill.worker_num_gpus``, ``extract.num_gpus_per_actor``); sources and sinks should stay
+    ``backfill.worker_num_gpus``, ``extract.worker_num_gpus``); sources and sinks should stay
     off the GPU nodes. Node types advertise custom resources (``resources:`` of a node type in
     ``ray_cluster.yaml``, ``rayStartParams.resources`` in KubeRay) and these mappings ask for
     them, e.g. ``source_resources: {cpu_node: 0.01}`` with only CPU nodes advertising

@@ -1,9 +1,11 @@
-"""Process-wide settings (log handlers, torch threads), applied once by whoever starts a process.
+"""Process-wide settings (log handlers, torch and faiss threads), applied once by whoever starts a
+process.
 
 Library constructors never touch them. The entry points do: the CLI and the ``jobs/`` scripts
 for their own process, :class:`~idproxy_stream.stream.actors.ActorSpec` for each stream and
 backfill actor (before the actor's constructor runs), and the Ray Data actors of extraction
-when they start. This module is the one place the package sets torch's thread count.
+when they start. This module is the one place the package sets torch's and faiss' thread
+counts.
 
 Example::
 
@@ -25,6 +27,15 @@ def set_torch_threads(count: int | None) -> None:
     torch.set_num_threads(count)
 
 
+def set_faiss_threads(count: int | None) -> None:
+    """Give faiss ``count`` OpenMP threads in this process (None leaves faiss' default)."""
+    if count is None:
+        return
+    import faiss
+
+    faiss.omp_set_num_threads(count)
+
+
 @dataclass(frozen=True)
 class ProcessSetup:
     """What a process of a job sets for itself when it starts.
@@ -32,11 +43,13 @@ class ProcessSetup:
     log_level / log_format: the root log handler (``stream/logs.py``); None leaves logging as
         it is. At WARNING and above, weight-loading progress bars are turned off too.
     torch_threads: torch CPU threads; None leaves torch's default (one per core).
+    faiss_threads: faiss OpenMP threads (``index.num_threads``); None leaves faiss' default.
     """
 
     log_level: str | None = None
     log_format: str = "text"
     torch_threads: int | None = None
+    faiss_threads: int | None = None
 
     def apply(self) -> None:
         if self.log_level is not None:
@@ -48,3 +61,4 @@ class ProcessSetup:
 
                 transformers_logging.disable_progress_bar()
         set_torch_threads(self.torch_threads)
+        set_faiss_threads(self.faiss_threads)

@@ -66,9 +66,9 @@ class ActorRuntime(Protocol):
         """The refs that are ready, once one is or after ``timeout_s``."""
         ...
 
-    def get(self, ref: Any) -> Any:
+    def get(self, ref: Any, timeout_s: float | None = None) -> Any:
         """The call's value; raises :class:`ActorDied`, :class:`TaskRaised` or
-        :class:`ResultLost`."""
+        :class:`ResultLost` (also when it takes longer than ``timeout_s``)."""
         ...
 
 
@@ -83,12 +83,14 @@ class RayRuntime:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         return ready
 
-    def get(self, ref: Any) -> Any:
+    def get(self, ref: Any, timeout_s: float | None = None) -> Any:
         import ray
-        from ray.exceptions import RayActorError, RayError, RayTaskError
+        from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
         try:
-            return ray.get(ref)
+            return ray.get(ref, timeout=timeout_s)
+        except GetTimeoutError as error:
+            raise ResultLost(f"no result in {timeout_s} s") from error
         except RayActorError as error:
             raise ActorDied(str(error)) from error
         except RayTaskError as error:
@@ -105,6 +107,8 @@ class Slot(Protocol):
     restarts: int
 
     def replace(self, generation: int) -> bool: ...
+
+    def stop(self) -> None: ...
 
 
 # ---------------------------------------------------------------------- retry policy
@@ -340,3 +344,12 @@ class ActorDispatcher:
         log = logger.error if failure is Failure.SINK_RAISED else logger.warning
         log("re-sending a batch of %d in %.1f s (%s: %s)", len(batch.items), delay, failure, error)
         self.retries.append(_Retry(self.clock() + delay, again))
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Close the sink (its store and producer), then end every actor."""
+        try:
+            self.runtime.get(self.sink.handle.close.remote(), timeout_s)
+        except (ActorDied, TaskRaised, ResultLost) as error:
+            logger.warning("closing the sink: %s", error)
+        for slot in [*self.workers, self.sink]:
+            slot.stop()

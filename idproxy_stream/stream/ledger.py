@@ -71,6 +71,7 @@ class InFlightLedger:
         self._tracker = OffsetTracker()
         self._held: dict[tuple[int, int], HeldRecord] = {}
         self._revoked_pending: set[int] = set()
+        self._committed: dict[int, int] = {}  # highest position committed, across epochs
         self.abandonments = 0  # how many times some partition's work was abandoned
 
     # ------------------------------------------------------------------ records
@@ -134,15 +135,26 @@ class InFlightLedger:
     # ------------------------------------------------------------------ commits
 
     def commit_positions(self, assigned: Iterable[int]) -> dict[int, int]:
-        """Partition -> offset to commit, for ``assigned`` partitions whose position moved."""
+        """Partition -> offset to commit, for ``assigned`` partitions whose position moved.
+
+        Never below a position this ledger committed before: after a reset to an earlier
+        offset the partition commits again only once it passes it (going back would only
+        make a restart re-read more).
+        """
         assigned = set(assigned)
         with self._lock:
-            return {p: o for p, o in self._tracker.commit_positions().items() if p in assigned}
+            return {
+                p: o
+                for p, o in self._tracker.commit_positions().items()
+                if p in assigned and o > self._committed.get(p, -1)
+            }
 
     def mark_committed(self, positions: dict[int, int]) -> None:
         """Record that ``positions`` (from :meth:`commit_positions`) reached Kafka."""
         with self._lock:
             self._tracker.mark_committed(positions)
+            for partition, position in positions.items():
+                self._committed[partition] = max(position, self._committed.get(partition, -1))
 
     def position(self, partition: int) -> int | None:
         """The offset after the partition's handled prefix, if any record was handled."""

@@ -151,7 +151,9 @@ def worker_pool_spec(
 def sink_spec(config: AppConfig, num_cpus: float) -> ActorSpec:
     """One sink, placed by ``cluster``."""
     options = {"num_cpus": num_cpus, **placement(config.cluster, "sink")}
-    process = ProcessSetup(config.stream.log_level, config.stream.log_format)
+    # A sink shares its node with the workers: one faiss thread unless configured.
+    faiss_threads = config.index.num_threads or 1
+    process = ProcessSetup(config.stream.log_level, config.stream.log_format, None, faiss_threads)
     return ActorSpec(ProxySink, options, (SinkSettings.of(config),), process)
 
 

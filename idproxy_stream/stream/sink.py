@@ -27,7 +27,6 @@ from idproxy_stream.config import (
     IndexConfig,
     KafkaConfig,
     StoreConfig,
-    with_updates,
 )
 from idproxy_stream.events import DeadLetterReason, ProxyRecord
 from idproxy_stream.index.id_space import IdSpace
@@ -52,12 +51,10 @@ class SinkSettings(FrozenModel):
     @classmethod
     def of(cls, config: AppConfig) -> SinkSettings:
         """The sink's part of ``config`` (``stream.model_dir``, ``index``, ``store``, ``kafka``)."""
-        # A sink shares its node with the workers: one faiss thread unless configured.
-        index = config.index
-        if index.num_threads is None:
-            index = with_updates(index, num_threads=1)
         kafka = config.kafka if config.kafka.output_topic else None
-        return cls(model_dir=config.stream.model_dir, index=index, store=config.store, kafka=kafka)
+        return cls(
+            model_dir=config.stream.model_dir, index=config.index, store=config.store, kafka=kafka
+        )
 
 
 class ProxySink:

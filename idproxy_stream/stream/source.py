@@ -32,8 +32,6 @@ import threading
 import time
 import warnings
 
-import ray
-
 from idproxy_stream.config import FrozenModel, KafkaConfig, StreamConfig
 from idproxy_stream.events import DeadLetterReason, InvalidEventError, decode_new_item_event
 from idproxy_stream.stream.actors import ActorSlot, ActorSpec
@@ -440,10 +438,5 @@ class StreamSource:
             producer.close(timeout=5)
         except Exception as error:
             logger.warning("%s: closing the dead-letter producer: %s", self.name, error)
-        try:
-            ray.get(self.dispatcher.sink.handle.close.remote(), timeout=30)
-        except Exception as error:
-            logger.warning("%s: closing the sink: %s", self.name, error)
-        for slot in [*self.dispatcher.workers, self.dispatcher.sink]:
-            slot.stop()
+        self.dispatcher.close()
         logger.info("%s: stopped", self.name)

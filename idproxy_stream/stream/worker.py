@@ -109,6 +109,7 @@ class ProxyWorker:
         self.model: ProxyModel | None = None
         self.manifest: ProxyManifest | None = None
         self._refused_version: str | None = None
+        self._refusal: str | None = None
         self._next_model_check = 0.0
         if settings.model_version is not None:
             self._load(check_version_name(settings.model_version))  # raises what it refuses
@@ -116,7 +117,8 @@ class ProxyWorker:
             self.check_for_new_model(force=True)
         if self.model is None:
             raise ProxyModelError(
-                f"no loadable ProxyModel in {self.registry}: train one with `idproxy train`"
+                f"no loadable ProxyModel in {self.registry}: "
+                f"{self._refusal or 'train one with `idproxy train`'}"
             )
 
     @property
@@ -155,7 +157,7 @@ class ProxyWorker:
         try:
             self._load(version)
         except (OSError, ValueError) as error:
-            self._refused_version = version
+            self._refused_version, self._refusal = version, str(error)
             logger.error(
                 "model version %s not loaded, still serving %s: %s",
                 version,

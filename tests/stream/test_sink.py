@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from idproxy_stream.stream.messages import WorkItem
@@ -62,3 +64,10 @@ def test_void_proxies_become_dead_letters_under_that_policy(stream_config, encod
     assert not outcome.written and stored_rows(config) == []
     assert {r.reason for r in outcome.rejected} == {"proxy_void"}
     assert {r.offset for r in outcome.rejected} == {10, 11, 12, 13, 14}
+
+
+def test_building_a_sink_leaves_the_root_log_handlers_alone(stream_config) -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    ProxySink(SinkSettings.of(stream_config())).close()
+    assert (list(root.handlers), root.level) == (handlers, level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import shutil
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 import torch
 
 from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.encoders.contract import ContentContract
 from idproxy_stream.encoders.extract import extract_features
+from idproxy_stream.proxy.model import ProxyModelError
 from idproxy_stream.proxy.registry import latest_version, load_version, publish_version
 from idproxy_stream.stream.messages import WorkItem
 from idproxy_stream.stream.worker import ProxyWorker, WorkerSettings
@@ -134,3 +137,24 @@ def test_a_version_for_another_encoder_is_refused_and_the_old_one_keeps_serving(
     assert latest_version(BundleLayout(isolated_model_dir).registry) == "v9"
     assert worker.refresh_model() == "v1"
     assert worker.encode(work_items([event(500_001)])).model_version == "v1"
+
+
+def test_a_version_trained_on_other_text_is_refused_and_the_old_one_keeps_serving(
+    make_worker, isolated_model_dir
+) -> None:
+    worker = make_worker()
+    trained = worker.manifest.content
+    other = ContentContract({**trained.settings, "encoder.text_fields": ["title"]})
+    publish_copy(isolated_model_dir, "v8", content=other)
+    assert worker.refresh_model() == "v1"
+    assert worker.encode(work_items([event(500_002)])).model_version == "v1"
+    # A new worker of this config has nothing it may serve, and says why.
+    with pytest.raises(ProxyModelError, match=r"encoder\.text_fields is \['title'\] in training"):
+        make_worker()
+
+
+def test_building_a_worker_leaves_logging_and_torch_threads_alone(stream_config) -> None:
+    root = logging.getLogger()
+    handlers, level, threads = list(root.handlers), root.level, torch.get_num_threads()
+    ProxyWorker(WorkerSettings.of(stream_config()))
+    assert (list(root.handlers), root.level, torch.get_num_threads()) == (handlers, level, threads)
