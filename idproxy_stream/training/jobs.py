@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from idproxy_stream.artifacts import BundleLayout
-from idproxy_stream.config import AppConfig
+from idproxy_stream.config import AppConfig, with_updates
 from idproxy_stream.encoders.contract import configured_contract
 from idproxy_stream.encoders.features import FeatureTable, feature_files, read_feature_table
 from idproxy_stream.encoders.registry import encoder_fingerprint
@@ -93,9 +93,9 @@ def run_stage1(
     progress: Progress | None = None,
 ) -> BundleReport:
     """Ranker (if absent) + Stage 1 + index; publish a Stage-1-only ProxyModel as LATEST."""
-    closed = config.stage2.model_copy(update={"gate_closed": True})
+    closed = with_updates(config.stage2, gate_closed=True)
     return train_model_bundle(
-        config.model_copy(update={"stage2": closed}),
+        with_updates(config, stage2=closed),
         model_dir,
         version,
         features=stored_features(config),

@@ -69,3 +69,13 @@ def test_train_stage2_job_publishes_a_new_latest_version(staged_bundle, tmp_path
     assert list_versions(registry) == sorted([*before, "v3"])
     coarse, _ = load_version(registry, STAGE1_VERSION)
     assert same_weights(coarse.projector, load_version(registry, "v3")[0].projector)
+
+
+def test_stored_features_of_other_text_fields_are_refused_with_the_setting_named(staged_bundle):
+    from idproxy_stream.encoders.features import FeatureTableError
+    from idproxy_stream.training.jobs import stored_features
+
+    assert stored_features(training_config(staged_bundle.features_dir)) is not None
+    other = training_config(staged_bundle.features_dir, encoder={"text_fields": ["title"]})
+    with pytest.raises(FeatureTableError, match=r"encoder\.text_fields is \['title', 'categories'"):
+        stored_features(other)
