@@ -67,13 +67,10 @@ def encoder_rows(args: argparse.Namespace, dataset, work_dir: Path) -> list[dict
     # Batched as the extraction jobs batch: by text length.
     content = by_text_length(content_frame(dataset.items).iloc[: args.encoder_items])
     texts, _ = content_items(content, EncoderConfig().images, read_images=False)
-    text_encoder = build_encoder(EncoderConfig(text=TextEncoderConfig(num_threads=args.threads)))
+    text_encoder = build_encoder(EncoderConfig(text=TextEncoderConfig()))
     tiny_dir = save_tiny_internvl(work_dir / "tiny-internvl")
     tiny = build_encoder(
-        EncoderConfig(
-            kind="internvl",
-            internvl=InternVLEncoderConfig(model=str(tiny_dir), num_threads=args.threads),
-        )
+        EncoderConfig(kind="internvl", internvl=InternVLEncoderConfig(model=str(tiny_dir)))
     )
     with_images, _ = content_items(content, EncoderConfig().images, read_images=True)
     for batch_size in args.batch_sizes:
@@ -112,7 +109,7 @@ def ray_rows(args: argparse.Namespace, dataset, work_dir: Path) -> list[dict]:
 
     content = by_text_length(content_frame(dataset.items))  # the job's batching
     texts, _ = content_items(content, EncoderConfig().images, read_images=False)
-    bare_encoder = build_encoder(EncoderConfig(text=TextEncoderConfig(num_threads=args.threads)))
+    bare_encoder = build_encoder(EncoderConfig(text=TextEncoderConfig()))
     clusters = LayerClusters(boundaries=(0, 2, 4, 6), num_layers=bare_encoder.num_layers)
     ray.init(num_cpus=args.threads, include_dashboard=False, _temp_dir=str(work_dir / "ray"))
     layouts = [tuple(int(part) for part in layout.split("x")) for layout in args.ray_layouts]
@@ -126,9 +123,9 @@ def ray_rows(args: argparse.Namespace, dataset, work_dir: Path) -> list[dict]:
                 )
                 config = AppConfig(
                     extract=ExtractConfig(
-                        num_actors=num_actors,
-                        torch_threads_per_actor=threads,
-                        num_cpus_per_actor=args.threads / num_actors,
+                        num_workers=num_actors,
+                        torch_threads_per_worker=threads,
+                        worker_num_cpus=args.threads / num_actors,
                         batch_size=batch_size,
                     ),
                     ray=RayConfig(),
@@ -202,9 +199,7 @@ def internvl_1b_rows(args: argparse.Namespace, dataset, work_dir: Path) -> list[
     encoder = build_encoder(
         EncoderConfig(
             kind="internvl",
-            internvl=InternVLEncoderConfig(
-                model=str(model_dir), device=device, dtype="bfloat16", num_threads=args.threads
-            ),
+            internvl=InternVLEncoderConfig(model=str(model_dir), device=device, dtype="bfloat16"),
         )
     )
     content = content_frame(dataset.items)

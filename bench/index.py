@@ -24,6 +24,7 @@ import numpy as np
 
 from idproxy_stream.config import IndexConfig
 from idproxy_stream.index import IdIndex, IdSpace, NeighbourChecker
+from idproxy_stream.process import set_faiss_threads
 
 TAU = 1
 
@@ -90,6 +91,7 @@ def run_case(
     rows, reference = [], None
     for kind in kinds:
         config = IndexConfig(kind=kind, k=k, num_threads=threads)
+        set_faiss_threads(config.num_threads)
         started = time.perf_counter()
         index = IdIndex.build(space, config, TAU)
         build_s = time.perf_counter() - started

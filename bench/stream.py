@@ -42,16 +42,18 @@ from pathlib import Path
 
 import numpy as np
 
-from idproxy_stream.config import AppConfig, config_from_dict
+from idproxy_stream.config import AppConfig, config_from_dict, with_updates
 from idproxy_stream.data.loading import load_dataset
 from idproxy_stream.events import NewItemEvent, decode_new_item_event
+from idproxy_stream.process import set_faiss_threads, set_torch_threads
 from idproxy_stream.stream.broker import EmbeddedBroker
 from idproxy_stream.stream.messages import WorkItem
 from idproxy_stream.stream.metrics import Histogram, StreamStats
 from idproxy_stream.stream.pipeline import StreamJob, bundle_problem, ensure_ray
 from idproxy_stream.stream.publish import catalogue_events, new_items, publish_events
+from idproxy_stream.stream.sink import ProxySink, SinkSettings
 from idproxy_stream.stream.topics import ensure_topics, stream_topics
-from idproxy_stream.stream.worker import ProxyWorker
+from idproxy_stream.stream.worker import ProxyWorker, WorkerSettings
 
 ACTOR_TITLES = ("ray::StreamSource", "ray::ProxyWorker", "ray::ProxySink")
 
@@ -95,7 +97,7 @@ def bare_worker(args: argparse.Namespace, config: AppConfig, events) -> dict:
     """Best of one torch thread and every core, same worker code, no Kafka/Ray/check/store."""
     import torch
 
-    worker = ProxyWorker(config, setup_logging=False)
+    worker = ProxyWorker(WorkerSettings.of(config))
     items = [WorkItem("bench", 0, i, e) for i, e in enumerate(events)]
     runs = {}
     for threads in sorted({1, os.cpu_count() or 1}):
@@ -168,11 +170,12 @@ class RayDataProxies:
     """``map_batches`` UDF: decode records, run the same worker code and neighbour check."""
 
     def __init__(self, config: AppConfig) -> None:
-        from idproxy_stream.stream.sink import ProxySink
-
+        # This actor's entry point: the threads the stream's worker and sink processes get.
+        set_torch_threads(config.stream.torch_threads_per_worker)
+        set_faiss_threads(config.index.num_threads or 1)
         self.config = config
-        self.worker = ProxyWorker(config, setup_logging=False)
-        self.checker = ProxySink(config, setup_logging=False).checker
+        self.worker = ProxyWorker(WorkerSettings.of(config))
+        self.checker = ProxySink(SinkSettings.of(config)).checker
 
     def __call__(self, batch: dict) -> dict:
         started = time.time()
@@ -277,9 +280,8 @@ def rss_phase(args: argparse.Namespace, bootstrap: str, work_dir: Path, bound: i
 
 def ensure_model(model_dir: Path) -> None:
     """Train the default bundle unless ``model_dir`` holds one that fits the encoder."""
-    config = AppConfig().model_copy(
-        update={"stream": AppConfig().stream.model_copy(update={"model_dir": model_dir})}
-    )
+    defaults = AppConfig()
+    config = with_updates(defaults, stream=with_updates(defaults.stream, model_dir=model_dir))
     problem = bundle_problem(config)
     if problem is None:
         return

@@ -136,6 +136,13 @@ def _prepare_ray(ctx: typer.Context) -> None:
     prepare_ray_logging(_options(ctx).log_format or "text")
 
 
+def _in_process(app_config) -> None:
+    """Process settings of a command that trains in this process (torch threads)."""
+    from idproxy_stream.process import set_torch_threads
+
+    set_torch_threads(app_config.ranker.num_threads)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -283,6 +290,7 @@ def ranker_train(
     from idproxy_stream.eval.ranker_eval import run_ranker_benchmark
 
     app_config = _with_data(_load(config), dataset, path)
+    _in_process(app_config)
     result = run_ranker_benchmark(app_config, _seeds(seeds, (0,)), output, _progress)
     typer.echo(
         f"warm-test AUC {result['auc_mean']:.4f} ± {result['auc_std']:.4f}, "
@@ -302,6 +310,7 @@ def train(
     from idproxy_stream.training.bundle import train_model_bundle
 
     app_config = _load(config)
+    _in_process(app_config)
     report = train_model_bundle(
         app_config, model_dir or app_config.stream.model_dir, version, progress=_progress
     )
@@ -353,8 +362,11 @@ def evaluate(
     import shlex
     import sys
 
+    from idproxy_stream.config import with_updates
+
     command = "idproxy " + shlex.join(sys.argv[1:])
     app_config = _load(config)
+    _in_process(app_config)
     if suite is not None:
         _evaluate_suite(app_config, suite, data_root, output, command, seeds, only)
         return
@@ -363,8 +375,8 @@ def evaluate(
     app_config = _with_data(app_config, dataset, path, plots, plots_check, posters, poster_map)
     if learning_curve:
         fractions = tuple(float(part) for part in learning_curve.split(","))
-        eval_section = app_config.eval.model_copy(update={"learning_curve_fractions": fractions})
-        app_config = app_config.model_copy(update={"eval": eval_section})
+        eval_section = with_updates(app_config.eval, learning_curve_fractions=fractions)
+        app_config = with_updates(app_config, eval=eval_section)
     from idproxy_stream.eval.protocol import METHODS, ORACLES
 
     chosen = methods.split(",") if methods else [*METHODS, *ORACLES]
@@ -589,11 +601,12 @@ def backfill(
     _prepare_ray(ctx)
     from idproxy_stream.backfill.catalogue import backfill_catalogue
     from idproxy_stream.backfill.kafka_range import backfill_offset_range, parse_offsets
+    from idproxy_stream.config import with_updates
 
     app_config = _load(config)
     if model_version is not None:
-        section = app_config.backfill.model_copy(update={"model_version": model_version})
-        app_config = app_config.model_copy(update={"backfill": section})
+        section = with_updates(app_config.backfill, model_version=model_version)
+        app_config = with_updates(app_config, backfill=section)
     if source == "catalogue":
         report = backfill_catalogue(app_config, limit)
     elif source == "kafka":

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -166,7 +166,9 @@ class RankerConfig(FrozenModel):
     id_weight_decay: float = Field(0.0, ge=0, description="L2 on the looked-up ID embeddings")
     patience: int = Field(2, ge=1, description="early stopping on validation AUC")
     seed: int = 0
-    num_threads: int = Field(2, ge=1)
+    num_threads: int = Field(
+        2, ge=1, description="torch CPU threads of a process that trains (set at its start)"
+    )
 
 
 # ------------------------------------------------------------------------ encoders
@@ -204,7 +206,6 @@ class TextEncoderConfig(FrozenModel):
     )
     normalize: bool = True
     device: str = Field("auto", description="auto = cuda when available, else cpu")
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = leave as is")
     local_files_only: bool = True
     trust_remote_code: bool = False
 
@@ -231,7 +232,6 @@ class InternVLEncoderConfig(FrozenModel):
     local_files_only: bool = True
     trust_remote_code: bool = False
     prompt: str = "Describe this item for a recommender system."
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = leave as is")
 
 
 class TextImageEncoderConfig(FrozenModel):
@@ -262,9 +262,19 @@ class LayerClusterConfig(FrozenModel):
 
 
 class EncoderConfig(FrozenModel):
-    """Which content encoder to run; each kind has its own sub-config."""
+    """Which content encoder to run and which of an item's fields it reads.
+
+    Each kind has its own sub-config. Together with ``text_fields`` these settings are the
+    *content contract* (``encoders/contract.py``): training records it in the model's manifest
+    and the stream, the backfill and the reader refuse a model whose contract differs.
+    """
 
     kind: Literal["text", "internvl", "text_image"] = "text"
+    text_fields: tuple[str, ...] = Field(
+        ("title", "categories", "tags", "description"),
+        description="item fields the encoder reads, in this order (data/schema.py: "
+        "item_content_text); training and serving must use the same ones",
+    )
     text: TextEncoderConfig = TextEncoderConfig()
     internvl: InternVLEncoderConfig = InternVLEncoderConfig()
     text_image: TextImageEncoderConfig = TextImageEncoderConfig()
@@ -272,22 +282,41 @@ class EncoderConfig(FrozenModel):
     layers: LayerClusterConfig = LayerClusterConfig()
 
 
-class ExtractConfig(FrozenModel):
+class WorkerPoolConfig(FrozenModel):
+    """A job's pool of encoder actors: how many, what each asks Ray for, its torch threads.
+
+    One spelling for every job that runs encoder actors: ``extract``, ``stream`` and
+    ``backfill`` each inherit these fields, and each actor pool is built from
+    :meth:`worker_pool`. Keep ``worker_num_cpus`` fractional on small machines (a
+    ``num_cpus=1`` actor holds a core for its life) and ``num_workers *
+    torch_threads_per_worker`` at most the cores (more threads than cores halves throughput).
+    """
+
+    num_workers: int = Field(2, ge=1, description="encoder actors of the job (per source)")
+    worker_num_cpus: float = Field(
+        0.5, ge=0, description="Ray's logical CPUs per worker; fractional avoids starving tasks"
+    )
+    worker_num_gpus: float = Field(0.0, ge=0, description="GPUs per worker (1 on GPU nodes)")
+    torch_threads_per_worker: int = Field(1, ge=1, description="torch CPU threads per worker")
+    worker_queue_depth: int = Field(
+        2, ge=1, description="calls queued per worker, so it never waits for its next batch"
+    )
+
+    def worker_pool(self) -> WorkerPoolConfig:
+        """Just the pool settings (what an actor pool is built from)."""
+        fields = WorkerPoolConfig.model_fields
+        return WorkerPoolConfig(**{name: getattr(self, name) for name in fields})
+
+
+class ExtractConfig(WorkerPoolConfig):
     """Batch feature extraction over a catalogue with Ray Data (see ``encoders/ray_extract.py``).
 
-    ``num_actors * torch_threads_per_actor`` should not exceed the cores: more threads than
-    cores halves throughput on CPU.
+    The actor pool is :class:`WorkerPoolConfig`'s (``num_workers`` actors ...); the text the
+    encoder reads is ``encoder.text_fields``.
     """
 
     output_path: Path = Path("artifacts/features")
-    num_actors: int = Field(2, ge=1)
-    num_cpus_per_actor: float = Field(
-        0.5, gt=0, description="Ray's logical CPUs per actor; fractional avoids starving tasks"
-    )
-    num_gpus_per_actor: float = Field(0.0, ge=0)
     batch_size: int = Field(64, ge=1)
-    torch_threads_per_actor: int = Field(1, ge=1)
-    text_fields: tuple[str, ...] = ("title", "categories", "tags", "description")
 
 
 # ------------------------------------------------------------------------- IDProxy
@@ -437,9 +466,9 @@ class IndexConfig(FrozenModel):
     num_threads: int | None = Field(
         None,
         ge=1,
-        description="faiss OpenMP threads for this process (process-wide); None keeps faiss' "
-        "default of all cores. Stream workers sharing a node should use 1: small batches on "
-        "more threads than free cores wait on each other",
+        description="faiss OpenMP threads of a process that serves the index, set when it "
+        "starts (the stream's sinks: None = 1 there, since small batches on more threads than "
+        "free cores wait on each other); None elsewhere keeps faiss' default of all cores",
     )
 
 
@@ -569,31 +598,22 @@ class KafkaConfig(FrozenModel):
     topic_partitions: int = Field(4, ge=1, description="partitions of topics ensure_topics creates")
 
 
-class StreamConfig(FrozenModel):
+class StreamConfig(WorkerPoolConfig):
     """The streaming job: actors, batching, backpressure, commits, model swaps, operations.
 
-    Resources: ``num_workers * worker_num_cpus + num_sources * (source_num_cpus +
-    sink_num_cpus)`` logical CPUs per job; keep them fractional on small machines (a
-    ``num_cpus=1`` actor holds a core for its life) and ``num_workers *
-    torch_threads_per_worker`` at most the cores.
+    Resources: ``num_workers * worker_num_cpus + source_num_cpus + sink_num_cpus`` logical
+    CPUs per source (``num_sources`` of them); the worker pool is :class:`WorkerPoolConfig`'s.
     """
 
     model_dir: Path = Field(
         Path("artifacts/model"), description="the model bundle: registry, ID space, index"
     )
     num_sources: int = Field(1, ge=1, description="consumers in the group (<= partitions)")
-    num_workers: int = Field(2, ge=1, description="encoder + ProxyModel actors per source")
-    worker_num_cpus: float = Field(0.5, ge=0)
-    worker_num_gpus: float = Field(0.0, ge=0)
     source_num_cpus: float = Field(0.25, ge=0)
     sink_num_cpus: float = Field(0.25, ge=0)
-    torch_threads_per_worker: int = Field(1, ge=1)
     max_batch_size: int = Field(32, ge=1, description="dynamic batching: flush at this size")
     max_wait_ms: int = Field(
         20, ge=0, description="dynamic batching: or once the oldest event waited this long"
-    )
-    worker_queue_depth: int = Field(
-        2, ge=1, description="batches queued per worker, so it never waits for the next one"
     )
     max_in_flight: int = Field(
         2_000, ge=1, description="records received but not yet written: pause partitions here"
@@ -659,7 +679,7 @@ class ClusterConfig(FrozenModel):
     """Placement on a multi-node Ray cluster: the custom resources each kind of actor asks for.
 
     Encoder workers ask for GPUs through ``stream.worker_num_gpus`` (and
-    ``backfill.worker_num_gpus``, ``extract.num_gpus_per_actor``); sources and sinks should stay
+    ``backfill.worker_num_gpus``, ``extract.worker_num_gpus``); sources and sinks should stay
     off the GPU nodes. Node types advertise custom resources (``resources:`` of a node type in
     ``ray_cluster.yaml``, ``rayStartParams.resources`` in KubeRay) and these mappings ask for
     them, e.g. ``source_resources: {cpu_node: 0.01}`` with only CPU nodes advertising
@@ -697,27 +717,20 @@ class ClusterConfig(FrozenModel):
         return self
 
 
-class BackfillConfig(FrozenModel):
+class BackfillConfig(WorkerPoolConfig):
     """Recomputing proxies for a catalogue or a Kafka offset range (``backfill/``).
 
-    Uses the stream's worker and sink (same encoder, checks and stores) with its own pool:
-    ``num_workers`` worker actors (``worker_num_cpus`` / ``worker_num_gpus`` each, placed by
-    ``cluster.worker_resources``) and one sink (``cluster.sink_resources``). Rows are keyed by
-    ``(item_id, model_version)``, so a backfill writes beside the rows of other versions.
+    Uses the stream's worker and sink (same encoder, checks and stores) with its own pool
+    (:class:`WorkerPoolConfig`: ``num_workers`` actors placed by ``cluster.worker_resources``)
+    and one sink (``cluster.sink_resources``). Rows are keyed by ``(item_id, model_version)``,
+    so a backfill writes beside the rows of other versions.
     """
 
     model_version: str | None = Field(
         None, description="registry version to compute with; None = LATEST when the run starts"
     )
-    num_workers: int = Field(2, ge=1)
-    worker_num_cpus: float = Field(0.5, ge=0)
-    worker_num_gpus: float = Field(0.0, ge=0)
     sink_num_cpus: float = Field(0.25, ge=0)
-    torch_threads_per_worker: int = Field(1, ge=1)
     batch_size: int = Field(64, ge=1, description="events per worker call")
-    batches_in_flight_per_worker: int = Field(
-        2, ge=1, description="queued calls per worker, so none waits for its next batch"
-    )
     idle_timeout_s: float = Field(
         30.0,
         gt=0,
@@ -778,12 +791,31 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+_THREADS_HINT = (
+    "torch threads are set once per process: ranker.num_threads for a process that trains, "
+    "torch_threads_per_worker of extract, stream and backfill for their actors"
+)
+# Keys that moved, so an old config fails with where the setting lives now.
+MOVED_KEYS = {
+    "extract.text_fields": "it is now 'encoder.text_fields'",
+    "extract.num_actors": "it is now 'extract.num_workers'",
+    "extract.num_cpus_per_actor": "it is now 'extract.worker_num_cpus'",
+    "extract.num_gpus_per_actor": "it is now 'extract.worker_num_gpus'",
+    "extract.torch_threads_per_actor": "it is now 'extract.torch_threads_per_worker'",
+    "backfill.batches_in_flight_per_worker": "it is now 'backfill.worker_queue_depth'",
+    "encoder.text.num_threads": _THREADS_HINT,
+    "encoder.internvl.num_threads": _THREADS_HINT,
+}
+
+
 def _describe_validation_error(error: ValidationError, source: str) -> str:
     """One line for one problem, else a heading and a line per problem."""
     problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "<top level>"
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and key in MOVED_KEYS:
+            problems.append(f"key '{key}' moved: {MOVED_KEYS[key]}")
+        elif item["type"] == "extra_forbidden":
             problems.append(f"unknown key '{key}': remove it or check its spelling")
         elif item["type"] == "missing":
             problems.append(f"missing key '{key}': add it")
@@ -792,6 +824,26 @@ def _describe_validation_error(error: ValidationError, source: str) -> str:
     if len(problems) == 1:
         return f"invalid configuration in {source}: {problems[0]}"
     return "\n".join([f"invalid configuration in {source}:", *(f"  - {p}" for p in problems)])
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def with_updates(model: Model, **changes: Any) -> Model:
+    """A copy of ``model`` with ``changes``, validated like a loaded config.
+
+    Unlike ``model_copy(update=...)`` the result is checked: an unknown key or a bad value
+    raises :class:`ConfigError` naming it. Values may be plain values or (sub-)models, e.g.
+    ``with_updates(config, stream=with_updates(config.stream, model_dir=path))``.
+    """
+    merged = {name: getattr(model, name) for name in type(model).model_fields}
+    merged.update(changes)
+    try:
+        return type(model).model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(
+            _describe_validation_error(error, f"changes to {type(model).__name__}")
+        ) from None
 
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> AppConfig:

@@ -19,6 +19,7 @@ import base64
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Literal
 
 import numpy as np
@@ -299,15 +300,52 @@ def us_to_datetime(value: int) -> datetime:
 NEW_ITEM_SCHEMA_VERSION = 1
 
 
+class DeadLetterReason(StrEnum):
+    """Why a record got no proxy row: the stable ``reason`` code of its :class:`DeadLetter`.
+
+    Members are strings (``DeadLetterReason.NOT_JSON == "not_json"``), so the JSON on the
+    dead-letter topic and the metrics' ``reason`` label are the plain codes.
+    """
+
+    # decode (stream/source.py, backfill/kafka_range.py): the record is not a NewItemEvent
+    NOT_JSON = "not_json"  # not UTF-8 JSON, or a tombstone
+    WRONG_SHAPE = "wrong_shape"  # not an object, wrong type, two images ...
+    UNKNOWN_FIELD = (
+        "unknown_field"  # a field NewItemEvent lacks, with unknown_event_fields: dead_letter
+    )
+    MISSING_ITEM_ID = "missing_item_id"
+    MISSING_FIELD = "missing_field"
+    NON_FINITE_NUMBER = "non_finite_number"  # NaN / Infinity anywhere in the JSON
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    EVENT_TOO_LARGE = "event_too_large"  # over kafka.max_event_bytes
+    TEXT_TOO_LONG = "text_too_long"  # over stream.max_text_chars
+    # the image check (encoders/images.py); with stream.image_errors=text_only: text alone
+    IMAGE_INVALID = "image_invalid"
+    IMAGE_NOT_FOUND = "image_not_found"
+    IMAGE_OUTSIDE_ALLOWED_ROOTS = "image_outside_allowed_roots"
+    IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_DECOMPRESSION_BOMB = "image_decompression_bomb"
+    IMAGE_UNDECODABLE = "image_undecodable"
+    IMAGE_FETCH_FAILED = "image_fetch_failed"
+    IMAGE_SOURCE_UNSUPPORTED = "image_source_unsupported"
+    # the worker (stream/worker.py) and the source's retry policy (stream/dispatch.py)
+    ITEM_ALREADY_MATURE = "item_already_mature"  # served by its own ID embedding
+    ENCODE_FAILED = "encode_failed"  # the encoder raised for this item alone
+    PROXY_NOT_FINITE = "proxy_not_finite"  # the model produced NaN / inf
+    PROCESSING_FAILED = "processing_failed"  # the worker raised for the batch max_attempts times
+    # the sink (stream/sink.py)
+    PROXY_VOID = "proxy_void"  # void proxy under index.void_policy: dead_letter
+
+
 class InvalidEventError(IdProxyError, ValueError):
     """A Kafka record is not a valid :class:`NewItemEvent`; ``reason`` is a stable code.
 
     The stream turns it into a :class:`DeadLetter` carrying the reason and the message.
     """
 
-    def __init__(self, reason: str, message: str, item_id: int | None = None) -> None:
+    def __init__(self, reason: DeadLetterReason, message: str, item_id: int | None = None) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = DeadLetterReason(reason)
         self.item_id = item_id
 
 
@@ -374,23 +412,25 @@ class NewItemEvent(BaseModel):
 
 def _refuse_non_finite(constant: str) -> float:
     raise InvalidEventError(
-        "non_finite_number",
+        DeadLetterReason.NON_FINITE_NUMBER,
         f"the event holds the JSON constant {constant}: NaN and Infinity are not valid "
         "numbers; send finite values",
     )
 
 
-def _reason_for(error: ValidationError) -> str:
+def _reason_for(error: ValidationError) -> DeadLetterReason:
     """A stable reason code for the first problem pydantic found."""
     first = error.errors()[0]
     field_name = str(first["loc"][0]) if first["loc"] else ""
     if first["type"] == "missing":
-        return "missing_item_id" if field_name == "item_id" else "missing_field"
+        if field_name == "item_id":
+            return DeadLetterReason.MISSING_ITEM_ID
+        return DeadLetterReason.MISSING_FIELD
     if field_name == "schema_version":
-        return "unsupported_schema_version"
+        return DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION
     if first["type"] in ("finite_number",) or "NaN" in str(first.get("msg", "")):
-        return "non_finite_number"
-    return "wrong_shape"
+        return DeadLetterReason.NON_FINITE_NUMBER
+    return DeadLetterReason.WRONG_SHAPE
 
 
 def new_item_event_schema() -> dict[str, Any]:
@@ -424,15 +464,16 @@ def decode_new_item_event(
     ``unknown_fields``: fields the model does not define are ignored, or (``"dead_letter"``,
     strict) refused with reason ``unknown_field``.
 
-    Raises :class:`InvalidEventError` with a reason code: ``event_too_large``, ``not_json``,
-    ``non_finite_number``, ``wrong_shape``, ``missing_item_id``, ``missing_field``,
-    ``unsupported_schema_version``, ``unknown_field`` or ``text_too_long``.
+    Raises :class:`InvalidEventError` with a decode reason of :class:`DeadLetterReason`:
+    ``event_too_large``, ``not_json``, ``non_finite_number``, ``wrong_shape``,
+    ``missing_item_id``, ``missing_field``, ``unsupported_schema_version``, ``unknown_field``
+    or ``text_too_long``.
     """
     if value is None:
-        raise InvalidEventError("not_json", "the record has no value (a tombstone)")
+        raise InvalidEventError(DeadLetterReason.NOT_JSON, "the record has no value (a tombstone)")
     if len(value) > max_event_bytes:
         raise InvalidEventError(
-            "event_too_large",
+            DeadLetterReason.EVENT_TOO_LARGE,
             f"the event has {len(value)} bytes, over max_event_bytes={max_event_bytes}: send "
             "large images by URI instead of inline",
         )
@@ -442,18 +483,19 @@ def decode_new_item_event(
         raise
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidEventError(
-            "not_json", f"the event is not UTF-8 JSON: {error}; publish NewItemEvent JSON"
+            DeadLetterReason.NOT_JSON,
+            f"the event is not UTF-8 JSON: {error}; publish NewItemEvent JSON",
         ) from None
     if not isinstance(raw, dict):
         raise InvalidEventError(
-            "wrong_shape",
+            DeadLetterReason.WRONG_SHAPE,
             f"the event is a JSON {type(raw).__name__}, not an object: publish NewItemEvent JSON",
         )
     item_id = raw.get("item_id") if isinstance(raw.get("item_id"), int) else None
     unknown = sorted(set(raw) - set(NewItemEvent.model_fields))
     if unknown and unknown_fields == "dead_letter":
         raise InvalidEventError(
-            "unknown_field",
+            DeadLetterReason.UNKNOWN_FIELD,
             f"the event has fields NewItemEvent does not define: {unknown}; remove them, or set "
             "kafka.unknown_event_fields: ignore",
             item_id,
@@ -470,7 +512,7 @@ def decode_new_item_event(
         ) from None
     if event.text_chars() > max_text_chars:
         raise InvalidEventError(
-            "text_too_long",
+            DeadLetterReason.TEXT_TOO_LONG,
             f"item {event.item_id}: {event.text_chars()} characters of text, over "
             f"max_text_chars={max_text_chars}",
             event.item_id,
@@ -484,13 +526,14 @@ DeadLetterStage = Literal["decode", "worker", "sink"]
 class DeadLetter(BaseModel):
     """A record the stream could not turn into a proxy, as written to the dead-letter topic.
 
-    ``value_base64`` / ``key_base64`` hold the original record bytes, so the record can be
-    fixed and replayed; ``topic``/``partition``/``offset`` say where it came from.
+    ``reason`` is a :class:`DeadLetterReason` code; ``value_base64`` / ``key_base64`` hold the
+    original record bytes, so the record can be fixed and replayed;
+    ``topic``/``partition``/``offset`` say where it came from.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reason: str
+    reason: DeadLetterReason
     message: str
     stage: DeadLetterStage
     topic: str
@@ -507,7 +550,7 @@ class DeadLetter(BaseModel):
     def for_record(
         cls,
         *,
-        reason: str,
+        reason: DeadLetterReason,
         message: str,
         stage: DeadLetterStage,
         topic: str,

@@ -20,6 +20,7 @@ from pathlib import Path
 from idproxy_stream.backfill.catalogue import backfill_catalogue
 from idproxy_stream.backfill.kafka_range import backfill_offset_range, parse_offsets
 from idproxy_stream.cluster.entrypoint import job_config, setup_job_logging
+from idproxy_stream.config import with_updates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_job_logging()
     config = job_config(args.config)
     if args.model_version is not None:
-        section = config.backfill.model_copy(update={"model_version": args.model_version})
-        config = config.model_copy(update={"backfill": section})
+        section = with_updates(config.backfill, model_version=args.model_version)
+        config = with_updates(config, backfill=section)
     if args.source == "catalogue":
         report = backfill_catalogue(config, args.limit)
     else:

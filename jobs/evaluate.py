@@ -17,6 +17,7 @@ from pathlib import Path
 
 from idproxy_stream.cluster.entrypoint import job_config, setup_job_logging
 from idproxy_stream.eval.run import run_evaluation
+from idproxy_stream.process import set_torch_threads
 
 
 def seeds(text: str) -> list[int]:
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_job_logging()
     config = job_config(args.config)
+    set_torch_threads(config.ranker.num_threads)
     output = args.output or config.eval.output_dir
     command = "python jobs/evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = run_evaluation(config, output, command, args.title, args.seeds)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from idproxy_stream.cluster.entrypoint import job_config, setup_job_logging
+from idproxy_stream.process import set_torch_threads
 from idproxy_stream.training.jobs import run_stage1
 
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_job_logging()
     config = job_config(args.config)
+    set_torch_threads(config.ranker.num_threads)
     report = run_stage1(config, args.model_dir or config.stream.model_dir, args.version)
     print(json.dumps({"version": report.version, "metrics": report.metrics}, default=float))
     return 0

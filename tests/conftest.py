@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny synthetic dataset, its split, and planted content features.
+"""Shared fixtures: a tiny synthetic dataset, its split, and planted content features; the
+session's embedded broker; MiniLM features of the tiny catalogue and the bundle the training
+jobs stage from them; Redis.
 
 The planted features are a noisy linear function of the generator's true item factors, so
 content really does predict what the ranker learns about an item, in milliseconds and without
@@ -8,6 +10,8 @@ Services: the session starts its own Redis server on a free loopback port (``red
 ``IDPROXY_TEST_REDIS_URL`` points the tests at another one instead), and every Python process
 the tests start refuses connections to the default Redis port 6379 (``tests/guard``), so no test
 can depend on a Redis the machine happens to run.
+Helpers that tests import (waiting on a condition, config factories) are in
+``tests_helpers.py``.
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 import redis
 from redis_server import RedisServer
-from tests_helpers import planted_feature_table
+from tests_helpers import (
+    STAGE1_VERSION,
+    STAGE2_VERSION,
+    STAGED_TRAINING,
+    planted_feature_table,
+    training_config,
+)
 
 from idproxy_stream.config import RankerConfig, SplitConfig, SyntheticDataConfig
 from idproxy_stream.data.schema import RecDataset
@@ -134,3 +145,54 @@ def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
     keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1_000))
     if keys:
         redis_client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """The embedded tansu broker, on a free loopback port, for the whole session."""
+    from idproxy_stream.stream.broker import EmbeddedBroker
+
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("tansu") / "broker.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def features_dir(tmp_path_factory) -> Path:
+    """MiniLM features of the tiny catalogue, written where ``jobs/encode.py`` would put them."""
+    from idproxy_stream.config import config_from_dict
+    from idproxy_stream.data.loading import load_dataset
+    from idproxy_stream.encoders.extract import extract_features
+    from idproxy_stream.encoders.registry import build_encoder
+
+    config = config_from_dict(STAGED_TRAINING)
+    folder = tmp_path_factory.mktemp("features")
+    table = extract_features(
+        build_encoder(config.encoder),
+        load_dataset(config.data).items,
+        batch_size=64,
+        text_fields=config.encoder.text_fields,
+        image_config=config.encoder.images,
+        layer_config=config.encoder.layers,
+    )
+    table.write_parquet(folder / f"part-{table.encoder_fingerprint}-0.parquet")
+    return folder
+
+
+@dataclass(frozen=True)
+class StagedBundle:
+    model_dir: Path
+    features_dir: Path
+    stage1_report: object
+    stage2_report: object
+
+
+@pytest.fixture(scope="session")
+def staged_bundle(tmp_path_factory, features_dir) -> StagedBundle:
+    """Ranker + Stage 1 (``v1-coarse``) then Stage 2 (``v2-fine``, LATEST), by the job functions."""
+    from idproxy_stream.training.jobs import run_stage1, run_stage2
+
+    model_dir = tmp_path_factory.mktemp("bundle") / "model"
+    config = training_config(features_dir)
+    first = run_stage1(config, model_dir, STAGE1_VERSION)
+    second = run_stage2(config, model_dir, STAGE1_VERSION, STAGE2_VERSION)
+    return StagedBundle(model_dir, features_dir, first, second)

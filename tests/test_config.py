@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from idproxy_stream.config import AppConfig, ConfigError, load_config, resolve_secret
+from idproxy_stream.config import (
+    AppConfig,
+    ConfigError,
+    WorkerPoolConfig,
+    config_from_dict,
+    load_config,
+    resolve_secret,
+    with_updates,
+)
 
 
 def write(tmp_path, text: str):
@@ -92,3 +100,45 @@ def test_secrets_come_from_the_named_environment_variable():
     assert resolve_secret(None, {}) is None
     with pytest.raises(ConfigError, match="REDIS_PASSWORD"):
         resolve_secret("REDIS_PASSWORD", {})
+
+
+def test_overrides_go_through_validation_and_name_the_bad_key():
+    config = AppConfig()
+    changed = with_updates(config, stream=with_updates(config.stream, num_workers=4))
+    assert changed.stream.num_workers == 4 and config.stream.num_workers == 2
+    with pytest.raises(ConfigError, match=r"'num_workers'.*got 0"):
+        with_updates(config.stream, num_workers=0)
+    with pytest.raises(ConfigError, match="unknown key 'num_wrokers'"):
+        with_updates(config.stream, num_wrokers=3)
+    with pytest.raises(ConfigError, match="resume_below must be lower"):
+        with_updates(config.stream, resume_below=5_000)  # cross-field rules run too
+
+
+def test_extract_stream_and_backfill_spell_their_worker_pools_the_same_way():
+    config = config_from_dict(
+        {
+            "extract": {"num_workers": 3, "torch_threads_per_worker": 2},
+            "stream": {"num_workers": 4, "worker_num_gpus": 1},
+            "backfill": {"num_workers": 5, "worker_queue_depth": 3},
+        }
+    )
+    pools = [config.extract, config.stream, config.backfill]
+    assert [type(pool.worker_pool()) for pool in pools] == [WorkerPoolConfig] * 3
+    assert [pool.worker_pool().num_workers for pool in pools] == [3, 4, 5]
+    assert config.stream.worker_pool().worker_num_gpus == 1
+    assert config.backfill.worker_pool().worker_queue_depth == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "where"),
+    [
+        ({"extract": {"text_fields": ["title"]}}, "encoder.text_fields"),
+        ({"extract": {"num_actors": 2}}, "extract.num_workers"),
+        ({"backfill": {"batches_in_flight_per_worker": 2}}, "backfill.worker_queue_depth"),
+        ({"encoder": {"text": {"num_threads": 2}}}, "ranker.num_threads"),
+    ],
+)
+def test_a_moved_key_says_where_the_setting_lives_now(raw, where):
+    with pytest.raises(ConfigError, match="moved") as error:
+        config_from_dict(raw)
+    assert where in str(error.value)

@@ -229,3 +229,17 @@ def test_a_dead_letter_keeps_the_original_bytes_and_coordinates() -> None:
     assert again == letter
     assert again.original_value == b"\x00\xffraw"
     assert (again.topic, again.partition, again.offset) == ("new-items", 3, 17)
+
+
+def test_every_dead_letter_reason_is_documented_and_every_documented_one_exists():
+    import re
+    from pathlib import Path
+
+    from idproxy_stream.events import DeadLetterReason
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "stream.md").read_text()
+    table = text[text.index("| reason | cause |") :].split("\n\n")[0]
+    documented = {
+        code for row in table.splitlines()[2:] for code in re.findall(r"`(\w+)`", row.split("|")[1])
+    }
+    assert documented == {reason.value for reason in DeadLetterReason}

@@ -8,6 +8,6 @@ the readers switch with ``reader.serving_model_version``.
 
 - ``catalogue.py``: every item of the configured dataset.
 - ``kafka_range.py``: the records of a bounded offset range of a topic (kafka-python).
-- ``pinned.py``: the stream's worker, held to one model version.
-- ``runner.py``: the actor pool (workers + one sink) and the report.
+- ``runner.py``: the actor pool (the stream's workers pinned to the version, one sink) and the
+  report.
 """

@@ -9,10 +9,14 @@ model. Records the source could not decode, and events a worker or the sink refu
 items, bad images, void proxies with ``index.void_policy: dead_letter``), are counted by reason
 in the :class:`BackfillReport`; a backfill does not write dead letters.
 
-Resources come from config: ``backfill.num_workers`` workers with ``worker_num_cpus`` /
-``worker_num_gpus`` each and ``cluster.worker_resources``; the sink takes ``sink_num_cpus``
-and ``cluster.sink_resources``. A worker or sink that raises fails the run; rows already
-written stay and re-running is safe (the store's upsert is idempotent).
+Resources come from config: the backfill's worker pool (``backfill.num_workers`` workers with
+``worker_num_cpus`` / ``worker_num_gpus`` / ``torch_threads_per_worker`` each, and
+``cluster.worker_resources``), its sink ``sink_num_cpus`` and ``cluster.sink_resources``. The
+workers are the stream's, pinned to the version (``WorkerSettings.model_version``). Before any
+actor starts, the version is checked against the configured encoder and text (the content
+contract): a mismatch fails the run with the settings named. A worker or sink that raises
+fails the run; rows already written stay and re-running is safe (the store's upsert is
+idempotent).
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ from dataclasses import dataclass, field
 import ray
 
 from idproxy_stream.artifacts import BundleLayout
-from idproxy_stream.backfill.pinned import PinnedVersionWorker
-from idproxy_stream.cluster.placement import placement
 from idproxy_stream.config import AppConfig
 from idproxy_stream.errors import IdProxyError
 from idproxy_stream.progress import ProgressLog
@@ -35,9 +37,14 @@ from idproxy_stream.proxy.model import ProxyModelError
 from idproxy_stream.proxy.registry import check_version_name, latest_version
 from idproxy_stream.stream.actors import ActorSpec
 from idproxy_stream.stream.messages import BatchOutcome, Rejection, WorkItem
-from idproxy_stream.stream.pipeline import absolute_paths, ensure_ray
+from idproxy_stream.stream.pipeline import (
+    absolute_paths,
+    bundle_problem,
+    ensure_ray,
+    worker_pool_spec,
+)
+from idproxy_stream.stream.pipeline import sink_spec as pool_sink_spec
 from idproxy_stream.stream.preflight import check_store
-from idproxy_stream.stream.sink import ProxySink
 
 logger = logging.getLogger(__name__)
 
@@ -99,23 +106,12 @@ def backfill_version(config: AppConfig) -> str:
 
 def worker_spec(config: AppConfig, version: str) -> ActorSpec:
     """One backfill worker: the stream's worker pinned to ``version``, sized by ``backfill.*``."""
-    backfill = config.backfill
-    stream = config.stream.model_copy(
-        update={"torch_threads_per_worker": backfill.torch_threads_per_worker}
-    )
-    options = {
-        "num_cpus": backfill.worker_num_cpus,
-        "num_gpus": backfill.worker_num_gpus,
-        **placement(config.cluster, "worker"),
-    }
-    return ActorSpec(
-        PinnedVersionWorker, options, (config.model_copy(update={"stream": stream}), version)
-    )
+    return worker_pool_spec(config, config.backfill.worker_pool(), model_version=version)
 
 
 def sink_spec(config: AppConfig) -> ActorSpec:
-    options = {"num_cpus": config.backfill.sink_num_cpus, **placement(config.cluster, "sink")}
-    return ActorSpec(ProxySink, options, (config,))
+    """The backfill's sink, sized by ``backfill.sink_num_cpus``."""
+    return pool_sink_spec(config, config.backfill.sink_num_cpus)
 
 
 def batches(
@@ -158,6 +154,9 @@ def run_backfill(
     started = time.perf_counter()
     config = absolute_paths(config)
     version = backfill_version(config)
+    problem = bundle_problem(config, version)
+    if problem is not None:
+        raise BackfillError(f"cannot backfill with model version {version}: {problem}")
     check_store(config.store)  # a store that cannot be opened fails before any actor starts
     report = BackfillReport(source=source, model_version=version)
     started_ray = ensure_ray(config.ray)
@@ -176,7 +175,7 @@ def run_backfill(
         )
         pending: list[ray.ObjectRef] = []
         batch_sizes: list[int] = []  # of the pending batches, oldest first
-        limit = backfill.num_workers * backfill.batches_in_flight_per_worker
+        limit = backfill.num_workers * backfill.worker_queue_depth
         progress = ProgressLog(logger, f"backfill {source}", total, "records", PROGRESS_EVERY_S)
         for index, batch in enumerate(batches(work, backfill.batch_size, report)):
             while len(pending) >= limit:

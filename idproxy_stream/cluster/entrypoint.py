@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from idproxy_stream.config import AppConfig, load_config
+from idproxy_stream.config import AppConfig, load_config, with_updates
 
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 
@@ -28,10 +28,8 @@ def join_submitting_cluster(config: AppConfig, environ: Mapping[str, str]) -> Ap
     address = environ.get(RAY_ADDRESS_ENV)
     if not address or config.ray.address is not None:
         return config
-    ray_section = config.ray.model_copy(
-        update={"address": address, "num_cpus": None, "temp_dir": None}
-    )
-    return config.model_copy(update={"ray": ray_section})
+    ray_section = with_updates(config.ray, address=address, num_cpus=None, temp_dir=None)
+    return with_updates(config, ray=ray_section)
 
 
 def job_config(path: str | Path, environ: Mapping[str, str] | None = None) -> AppConfig:

@@ -97,6 +97,10 @@ class RecDataset:
 
 LONG_TEXT_FIELDS = ("description",)
 SEGMENT_SEPARATOR = "\n"
+# Names the template below in content contracts (encoders/contract.py): bump it whenever
+# item_content_text changes what text an item gets, so models trained on the old text are
+# refused instead of served with proxies of the new one.
+TEXT_TEMPLATE = "item_content_text/1"
 
 
 def item_content_text(item: dict | pd.Series, fields: Sequence[str] = DEFAULT_TEXT_FIELDS) -> str:
@@ -121,8 +125,3 @@ def item_content_text(item: dict | pd.Series, fields: Sequence[str] = DEFAULT_TE
             (long if name in LONG_TEXT_FIELDS else short).append(text)
     lines = ([". ".join(short)] if short else []) + long
     return SEGMENT_SEPARATOR.join(lines)
-
-
-def empty_items_frame() -> pd.DataFrame:
-    """An items table with the right columns and no rows."""
-    return pd.DataFrame({name: pd.Series(dtype=object) for name in ITEM_COLUMNS})

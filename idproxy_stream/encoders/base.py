@@ -11,9 +11,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -79,13 +79,17 @@ class ContentEncoder(Protocol):
     """An encoder of item content.
 
     name: ``"text"``, ``"internvl"`` or ``"text_image"``.
-    fingerprint: stable hash of the model identity (config + weights identity) and of the
-        settings that change the output (pooling, truncation, prompt); features computed
-        under different fingerprints must never be mixed.
+    output_settings: the settings that change the output (weights by their digest, pooling,
+        truncation, prompt, dtype ...), keyed by the config key that sets them, e.g.
+        ``{"encoder.kind": "text", "encoder.text.max_tokens": 256, ...}``; recorded in the
+        content contract (``encoders/contract.py``), so a mismatch can be named.
+    fingerprint: stable hash of ``output_settings``; features computed under different
+        fingerprints must never be mixed.
     hidden_size: D. num_layers: L, the number of hidden states (embeddings + layers).
     """
 
     name: str
+    output_settings: Mapping[str, Any]
     fingerprint: str
     hidden_size: int
     num_layers: int

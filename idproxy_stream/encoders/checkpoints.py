@@ -1,4 +1,4 @@
-"""Where a model's files are, and a fingerprint of which weights they hold.
+"""Where a model's files are, a digest of which weights they hold, and fingerprints.
 
 A model reference is a local folder or a Hugging Face hub id. Hub ids are resolved to the
 local snapshot folder first (download only when ``local_files_only`` is False and
@@ -87,13 +87,15 @@ def weights_identity(model_dir: Path) -> dict[str, str]:
     return identity
 
 
-def model_fingerprint(model_dir: Path, settings: Mapping[str, Any]) -> str:
-    """Stable 16-hex-digit hash of the weights' identity and the output-changing ``settings``."""
-    payload = json.dumps(
-        {"weights": weights_identity(model_dir), "settings": dict(settings)},
-        sort_keys=True,
-        default=str,
-    )
+def weights_digest(model_dir: Path) -> str:
+    """16 hex digits identifying the weights in ``model_dir`` (see :func:`weights_identity`)."""
+    payload = json.dumps(weights_identity(model_dir), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def settings_fingerprint(settings: Mapping[str, Any]) -> str:
+    """Stable 16-hex-digit hash of output-changing ``settings`` (weights by their digest)."""
+    payload = json.dumps(dict(settings), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

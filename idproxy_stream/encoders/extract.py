@@ -27,14 +27,13 @@ import torch
 from idproxy_stream.config import ImageInputConfig, LayerClusterConfig
 from idproxy_stream.data.schema import DEFAULT_TEXT_FIELDS, item_content_text
 from idproxy_stream.encoders.base import ContentEncoder, ContentItem, EncoderOutput
+from idproxy_stream.encoders.contract import ContentContract, encoder_contract
 from idproxy_stream.encoders.features import FeatureTable, concat_feature_tables
 from idproxy_stream.encoders.images import ImageInputError, load_image
 from idproxy_stream.encoders.layers import LayerClusters, fit_layer_clusters, pool_layer_clusters
 from idproxy_stream.progress import ProgressLog
 
 logger = logging.getLogger(__name__)
-
-CONTENT_COLUMNS = ("item_id", "text", "image_uri", "image_bytes")
 
 ProgressCallback = Callable[[int], None]
 
@@ -101,8 +100,12 @@ def feature_rows(
     output: EncoderOutput,
     clusters: LayerClusters,
     image_errors: Sequence[str | None],
+    content: ContentContract | None = None,
 ) -> FeatureTable:
-    """One batch's encoder output as feature rows (layer states pooled by ``clusters``)."""
+    """One batch's encoder output as feature rows (layer states pooled by ``clusters``).
+
+    ``content``: the contract the rows were computed under (text fields + encoder settings).
+    """
     truncated = output.truncated or (False,) * len(item_ids)
     return FeatureTable(
         item_ids=np.asarray(item_ids, dtype=np.int64),
@@ -112,6 +115,7 @@ def feature_rows(
         encoder_fingerprint=encoder.fingerprint,
         image_errors=np.array(list(image_errors), dtype=object),
         text_truncated=np.asarray(truncated, dtype=bool),
+        content=content,
     )
 
 
@@ -184,9 +188,11 @@ def extract_features(
 
     Rows come back in the order of ``items``. ``clusters=None`` fits them first on a
     calibration sample (``layer_config``). ``progress`` is called with each batch's size.
+    The table records its content contract: the encoder's settings and ``text_fields``.
     """
     image_config = image_config or ImageInputConfig()
     layer_config = layer_config or LayerClusterConfig()
+    contract = encoder_contract(encoder, text_fields)
     content = content_frame(items, text_fields)
     if content.empty:
         raise ValueError("no items to encode")
@@ -199,14 +205,15 @@ def extract_features(
         )
         for rows, output, errors in encoded:
             item_ids = rows["item_id"].to_numpy()
-            parts.append(feature_rows(encoder, item_ids, output, clusters, errors))
+            parts.append(feature_rows(encoder, item_ids, output, clusters, errors, contract))
             logged.advance(len(rows))
             if progress is not None:
                 progress(len(rows))
         done[positions] = True
     for rows in batches(by_text_length(content[~done]), batch_size):
         output, errors = encode_rows(encoder, rows, image_config)
-        parts.append(feature_rows(encoder, rows["item_id"].to_numpy(), output, clusters, errors))
+        item_ids = rows["item_id"].to_numpy()
+        parts.append(feature_rows(encoder, item_ids, output, clusters, errors, contract))
         logged.advance(len(rows))
         if progress is not None:
             progress(len(rows))
@@ -225,4 +232,5 @@ def take_rows(table: FeatureTable, positions: np.ndarray) -> FeatureTable:
         encoder_fingerprint=table.encoder_fingerprint,
         image_errors=table.image_errors[positions],
         text_truncated=table.text_truncated[positions],
+        content=table.content,
     )

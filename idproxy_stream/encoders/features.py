@@ -5,8 +5,9 @@ One row per item: ``item_id``, ``global_embedding`` (D floats), ``cluster_states
 ``image_error`` (the :class:`~idproxy_stream.encoders.images.ImageInputError` reason when the
 item's image could not be used and it was encoded from text alone, else null) and
 ``text_truncated``. Vectors are Arrow ``fixed_size_list<float32>`` columns; the encoder
-fingerprint and the clusters (JSON) are in the schema metadata, so a reader can refuse
-features of another encoder.
+fingerprint, the clusters and the content contract (JSON: the text fields and encoder settings
+the features were computed under, see ``encoders/contract.py``) are in the schema metadata, so
+a reader can refuse features of another encoder or another text.
 
 A feature *directory* holds part files of one fingerprint (written by the Ray job); a
 single file is what :meth:`FeatureTable.write_parquet` writes.
@@ -25,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from idproxy_stream.encoders.contract import ContentContract, describe_mismatch
 from idproxy_stream.encoders.layers import LayerClusters
 from idproxy_stream.errors import IdProxyError
 
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 FINGERPRINT_KEY = b"idproxy.encoder_fingerprint"
 CLUSTERS_KEY = b"idproxy.layer_clusters"
+CONTENT_KEY = b"idproxy.content_contract"
 FORMAT_KEY = b"idproxy.features_format"
 FORMAT_VERSION = b"1"
 
@@ -51,6 +54,8 @@ class FeatureTable:
     encoder_fingerprint: the encoder's :attr:`ContentEncoder.fingerprint`.
     image_errors: (N,) object array of reason codes or None.
     text_truncated: (N,) bool.
+    content: the content contract the features were computed under (None: unknown, e.g.
+        features made by hand; a model trained on them cannot be served).
     """
 
     item_ids: np.ndarray
@@ -60,6 +65,7 @@ class FeatureTable:
     encoder_fingerprint: str
     image_errors: np.ndarray
     text_truncated: np.ndarray
+    content: ContentContract | None = None
 
     def __post_init__(self) -> None:
         count = len(self.item_ids)
@@ -106,6 +112,8 @@ class FeatureTable:
             CLUSTERS_KEY: json.dumps(self.clusters.to_dict()).encode(),
             FORMAT_KEY: FORMAT_VERSION,
         }
+        if self.content is not None:
+            metadata[CONTENT_KEY] = json.dumps(self.content.to_dict()).encode()
         return pa.table(columns).replace_schema_metadata(metadata)
 
     def write_parquet(self, path: str | Path) -> Path:
@@ -135,15 +143,6 @@ def feature_files(path: str | Path) -> list[Path]:
     return sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
 
 
-def file_fingerprint_and_clusters(path: Path) -> tuple[str, LayerClusters]:
-    """Encoder fingerprint and clusters from a feature file's schema metadata."""
-    metadata = pq.read_schema(path).metadata or {}
-    if FINGERPRINT_KEY not in metadata or CLUSTERS_KEY not in metadata:
-        raise FeatureTableError(f"{path} is not an idproxy feature file (no fingerprint metadata)")
-    clusters = LayerClusters.from_dict(json.loads(metadata[CLUSTERS_KEY]))
-    return metadata[FINGERPRINT_KEY].decode(), clusters
-
-
 def table_from_arrow(table: pa.Table) -> FeatureTable:
     """Inverse of :meth:`FeatureTable.to_arrow`."""
     metadata = table.schema.metadata or {}
@@ -162,14 +161,24 @@ def table_from_arrow(table: pa.Table) -> FeatureTable:
         encoder_fingerprint=metadata[FINGERPRINT_KEY].decode(),
         image_errors=np.array(table.column("image_error").to_pylist(), dtype=object),
         text_truncated=table.column("text_truncated").to_numpy(zero_copy_only=False).astype(bool),
+        content=content_from_metadata(metadata),
     )
 
 
-def read_feature_table(path: str | Path, fingerprint: str | None = None) -> FeatureTable:
+def content_from_metadata(metadata: dict[bytes, bytes]) -> ContentContract | None:
+    """The content contract in a feature file's schema metadata, None when it has none."""
+    raw = metadata.get(CONTENT_KEY)
+    return None if raw is None else ContentContract.from_dict(json.loads(raw))
+
+
+def read_feature_table(
+    path: str | Path, fingerprint: str | None = None, content: ContentContract | None = None
+) -> FeatureTable:
     """Read a feature file or directory of part files into one :class:`FeatureTable`.
 
-    All files must share one encoder fingerprint and clusters (and match ``fingerprint``
-    when given); otherwise :class:`FeatureTableError`. Duplicate item ids keep the first row.
+    All files must share one encoder fingerprint, clusters and content contract (and match
+    ``fingerprint`` and ``content`` when given); otherwise :class:`FeatureTableError`, whose
+    message names every setting that differs. Duplicate item ids keep the first row.
     """
     files = feature_files(path)
     if not files:
@@ -181,6 +190,11 @@ def read_feature_table(path: str | Path, fingerprint: str | None = None) -> Feat
             raise FeatureTableError(
                 f"{file} holds features of encoder {table.encoder_fingerprint}, not "
                 f"{fingerprint}: re-extract with this encoder"
+            )
+        if content is not None and (problem := describe_mismatch(table.content, content)):
+            raise FeatureTableError(
+                f"{file} was extracted under another content contract ({problem}): "
+                "re-extract with these settings"
             )
         tables.append(table)
     return concat_feature_tables(tables)
@@ -200,6 +214,12 @@ def concat_feature_tables(tables: list[FeatureTable]) -> FeatureTable:
                 f"feature tables with different layer clusters ({first.clusters.boundaries} and "
                 f"{table.clusters.boundaries}) cannot be combined"
             )
+        if table.content != first.content:
+            problem = describe_mismatch(first.content, table.content) if table.content else None
+            raise FeatureTableError(
+                "feature tables of different content contracts cannot be combined "
+                f"({problem or 'one records none'})"
+            )
     item_ids = np.concatenate([t.item_ids for t in tables])
     _, first_rows = np.unique(item_ids, return_index=True)
     keep = np.sort(first_rows)
@@ -213,4 +233,5 @@ def concat_feature_tables(tables: list[FeatureTable]) -> FeatureTable:
         encoder_fingerprint=first.encoder_fingerprint,
         image_errors=np.concatenate([t.image_errors for t in tables])[keep],
         text_truncated=np.concatenate([t.text_truncated for t in tables])[keep],
+        content=first.content,
     )

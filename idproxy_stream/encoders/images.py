@@ -14,8 +14,8 @@ width x height that the header declares against ``max_pixels`` (Pillow opens laz
 reads only the header). Pillow's own ``DecompressionBombError`` is caught too. Only common
 raster formats are opened (no EPS, which would run Ghostscript).
 
-Every failure raises a subclass of :class:`ImageInputError` whose ``reason`` is a stable
-code the stream puts on the dead letter.
+Every failure raises a subclass of :class:`ImageInputError` whose ``reason`` is the
+:class:`~idproxy_stream.events.DeadLetterReason` the stream puts on the dead letter.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from idproxy_stream.config import ImageInputConfig
 from idproxy_stream.errors import IdProxyError
+from idproxy_stream.events import DeadLetterReason
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ _READ_CHUNK = 1 << 16
 class ImageInputError(IdProxyError, ValueError):
     """An image reference cannot be turned into an image; ``reason`` is a stable code."""
 
-    reason = "image_invalid"
+    reason = DeadLetterReason.IMAGE_INVALID
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -51,33 +52,33 @@ class ImageInputError(IdProxyError, ValueError):
 
 
 class ImageNotFoundError(ImageInputError):
-    reason = "image_not_found"
+    reason = DeadLetterReason.IMAGE_NOT_FOUND
 
 
 class ImageOutsideAllowedRootsError(ImageInputError):
-    reason = "image_outside_allowed_roots"
+    reason = DeadLetterReason.IMAGE_OUTSIDE_ALLOWED_ROOTS
 
 
 class ImageTooLargeError(ImageInputError):
-    reason = "image_too_large"
+    reason = DeadLetterReason.IMAGE_TOO_LARGE
 
 
 class ImageDecompressionBombError(ImageTooLargeError):
     """The header declares more pixels than allowed (a small file that would decode huge)."""
 
-    reason = "image_decompression_bomb"
+    reason = DeadLetterReason.IMAGE_DECOMPRESSION_BOMB
 
 
 class ImageUndecodableError(ImageInputError):
-    reason = "image_undecodable"
+    reason = DeadLetterReason.IMAGE_UNDECODABLE
 
 
 class ImageFetchError(ImageInputError):
-    reason = "image_fetch_failed"
+    reason = DeadLetterReason.IMAGE_FETCH_FAILED
 
 
 class ImageSourceUnsupportedError(ImageInputError):
-    reason = "image_source_unsupported"
+    reason = DeadLetterReason.IMAGE_SOURCE_UNSUPPORTED
 
 
 def load_image(ref: str | bytes, config: ImageInputConfig) -> Image.Image:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as functional
@@ -34,9 +35,10 @@ from idproxy_stream.config import EncoderConfig, InternVLEncoderConfig
 from idproxy_stream.encoders.base import ContentItem, EncoderError, EncoderOutput
 from idproxy_stream.encoders.checkpoints import (
     CheckpointError,
-    model_fingerprint,
     resolve_device,
     resolve_model_dir,
+    settings_fingerprint,
+    weights_digest,
 )
 from idproxy_stream.encoders.internvl_processor import ImageTextInternVLProcessor
 from idproxy_stream.encoders.pooling import last_token_states, pool_hidden_states
@@ -65,23 +67,25 @@ def _require_model(config: InternVLEncoderConfig) -> InternVLEncoderConfig:
     return config
 
 
-def internvl_encoder_fingerprint(
+def internvl_encoder_settings(
     model_dir: Path, config: InternVLEncoderConfig, dtype: torch.dtype
-) -> str:
-    """Weights identity + the settings that change an InternVL encoder's output."""
-    return model_fingerprint(
-        model_dir,
-        {
-            "encoder": InternVLEncoder.name,
-            "max_text_tokens": config.max_text_tokens,
-            "global_pooling": config.global_pooling,
-            "normalize": config.normalize,
-            "prompt": config.prompt,
-            "max_image_tiles": config.max_image_tiles,
-            "image_backend": config.image_backend,
-            "dtype": str(dtype),
-        },
-    )
+) -> dict[str, Any]:
+    """The settings that change an InternVL encoder's output, by config key.
+
+    The weights by their digest; ``dtype`` as resolved on the device (``auto`` is bfloat16 on
+    a GPU and float32 on a CPU, and their proxies differ).
+    """
+    return {
+        "encoder.kind": InternVLEncoder.name,
+        "encoder.internvl.model": weights_digest(model_dir),
+        "encoder.internvl.max_text_tokens": config.max_text_tokens,
+        "encoder.internvl.global_pooling": config.global_pooling,
+        "encoder.internvl.normalize": config.normalize,
+        "encoder.internvl.prompt": config.prompt,
+        "encoder.internvl.max_image_tiles": config.max_image_tiles,
+        "encoder.internvl.image_backend": config.image_backend,
+        "encoder.internvl.dtype": str(dtype).removeprefix("torch."),
+    }
 
 
 class InternVLEncoder:
@@ -102,8 +106,6 @@ class InternVLEncoder:
 
     def __init__(self, config: InternVLEncoderConfig) -> None:
         self.config = _require_model(config)
-        if config.num_threads is not None:
-            torch.set_num_threads(config.num_threads)
         self.model_dir = resolve_model_dir(config.model, config.local_files_only)
         self.device = torch.device(resolve_device(config.device))
         self.dtype = resolve_dtype(config.dtype, self.device.type)
@@ -128,7 +130,8 @@ class InternVLEncoder:
         self._prefix_suffix = {
             has_image: self._template_around_item(has_image) for has_image in (False, True)
         }
-        self.fingerprint = internvl_encoder_fingerprint(self.model_dir, config, self.dtype)
+        self.output_settings = internvl_encoder_settings(self.model_dir, config, self.dtype)
+        self.fingerprint = settings_fingerprint(self.output_settings)
         self.truncated_items = 0
         logger.info(
             "internvl encoder %s: D=%d L=%d device=%s dtype=%s fingerprint=%s",
@@ -145,12 +148,12 @@ class InternVLEncoder:
         return cls(config.internvl)
 
     @classmethod
-    def fingerprint_for(cls, config: EncoderConfig) -> str:
-        """The fingerprint an encoder built from ``config`` will have, without loading it."""
+    def output_settings_for(cls, config: EncoderConfig) -> dict[str, Any]:
+        """The :attr:`output_settings` an encoder built from ``config`` will have, unloaded."""
         internvl = _require_model(config.internvl)
         model_dir = resolve_model_dir(internvl.model, internvl.local_files_only)
         dtype = resolve_dtype(internvl.dtype, resolve_device(internvl.device))
-        return internvl_encoder_fingerprint(model_dir, internvl, dtype)
+        return internvl_encoder_settings(model_dir, internvl, dtype)
 
     def _require_internvl_checkpoint(self) -> None:
         """Refuse other model types (e.g. the original remote-code InternVL releases) early."""

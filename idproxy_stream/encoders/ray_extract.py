@@ -1,22 +1,25 @@
 """Batch feature extraction over a catalogue with Ray Data: items -> Parquet part files.
 
 ``ray.data.from_pandas`` (one block per batch) -> ``map_batches`` with a pool of
-:class:`EncodeBatchWriter` actors, each holding one encoder (``concurrency=num_actors``,
-``num_cpus``/``num_gpus`` per actor and torch threads per actor from ``ExtractConfig``). Each
+:class:`EncodeBatchWriter` actors, each holding one encoder (the pool settings of
+``ExtractConfig``: ``num_workers`` actors, ``worker_num_cpus`` / ``worker_num_gpus`` and
+``torch_threads_per_worker`` each, ``worker_queue_depth`` batches in flight per actor). Each
 actor writes its batch straight to a Parquet part file and returns only per-item status, so
 the (B, K, D) states never travel through the object store.
 
 Output folder (must be visible to every actor: local disk on one node, shared storage on a
 cluster):
 
-- ``part-<fingerprint>-<uuid>.parquet``: :class:`~idproxy_stream.encoders.features.FeatureTable`
-  rows (item ids, global embeddings, clustered layer states; fingerprint + clusters in the
-  schema metadata); read them all with ``read_feature_table(folder)``.
-- ``clusters.json``: the encoder fingerprint and the layer clusters every part uses.
+- ``part-<content fingerprint>-<uuid>.parquet``:
+  :class:`~idproxy_stream.encoders.features.FeatureTable` rows (item ids, global embeddings,
+  clustered layer states; fingerprint, clusters and content contract in the schema metadata);
+  read them all with ``read_feature_table(folder)``.
+- ``clusters.json``: the content fingerprint and the layer clusters every part uses.
 
-Resumable: items already in part files of the same fingerprint are skipped, and the stored
-clusters are reused. A folder holding another encoder's features is refused. Items whose
-image fails are encoded from text and carry the failure's reason (see ``extract.py``).
+Resumable: items already in part files of the same content contract (encoder settings and
+``encoder.text_fields``) are skipped, and the stored clusters are reused. A folder holding
+features of another encoder or text is refused. Items whose image fails are encoded from text
+and carry the failure's reason (see ``extract.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ from idproxy_stream.config import (
     ImageInputConfig,
     LayerClusterConfig,
     RayConfig,
+    with_updates,
+)
+from idproxy_stream.encoders.contract import (
+    ContentContract,
+    configured_contract,
+    describe_mismatch,
+    encoder_contract,
 )
 from idproxy_stream.encoders.extract import (
     by_text_length,
@@ -51,10 +61,11 @@ from idproxy_stream.encoders.extract import (
     feature_rows,
     fit_clusters_on_content,
 )
-from idproxy_stream.encoders.features import FINGERPRINT_KEY, feature_files
+from idproxy_stream.encoders.features import content_from_metadata, feature_files
 from idproxy_stream.encoders.layers import LayerClusters
 from idproxy_stream.encoders.registry import build_encoder, encoder_fingerprint
 from idproxy_stream.errors import IdProxyError
+from idproxy_stream.process import set_torch_threads
 from idproxy_stream.progress import ProgressLog
 
 logger = logging.getLogger(__name__)
@@ -103,16 +114,13 @@ class ExtractSummary:
 
 
 def actor_encoder_config(config: AppConfig) -> EncoderConfig:
-    """The encoder config each actor runs: its torch threads and its device made explicit."""
-    extract = config.extract
-    device = "cuda" if extract.num_gpus_per_actor > 0 else "cpu"
-    update = {"num_threads": extract.torch_threads_per_actor, "device": device}
+    """The encoder config each actor runs: its device made explicit."""
+    device = "cuda" if config.extract.worker_num_gpus > 0 else "cpu"
     encoder = config.encoder
-    return encoder.model_copy(
-        update={
-            "text": encoder.text.model_copy(update=update),
-            "internvl": encoder.internvl.model_copy(update=update),
-        }
+    return with_updates(
+        encoder,
+        text=with_updates(encoder.text, device=device),
+        internvl=with_updates(encoder.internvl, device=device),
     )
 
 
@@ -128,26 +136,33 @@ class EncodeBatchWriter:
         encoder_config: EncoderConfig,
         image_config: ImageInputConfig,
         clusters: dict,
-        fingerprint: str,
+        content: dict,
         output_dir: str,
+        torch_threads: int,
     ) -> None:
+        # Ray Data starts each of these actors in a process of its own: this is its entry point.
+        set_torch_threads(torch_threads)
         self.encoder = build_encoder(encoder_config)
-        if self.encoder.fingerprint != fingerprint:
+        self.content = ContentContract.from_dict(content)
+        problem = describe_mismatch(
+            self.content, encoder_contract(self.encoder, encoder_config.text_fields)
+        )
+        if problem is not None:
             raise ExtractError(
-                f"actor encoder fingerprint {self.encoder.fingerprint} differs from the "
-                f"driver's {fingerprint}: the model files differ between nodes"
+                f"the actor's encoder differs from the driver's ({problem}): the model files "
+                "differ between nodes"
             )
         self.image_config = image_config
         self.clusters = LayerClusters.from_dict(clusters)
-        self.fingerprint = fingerprint
         self.output_dir = Path(output_dir)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         started = time.time()
         output, errors = encode_rows(self.encoder, batch, self.image_config)
         item_ids = batch["item_id"].to_numpy(dtype=np.int64)
-        table = feature_rows(self.encoder, item_ids, output, self.clusters, errors)
-        table.write_parquet(self.output_dir / f"part-{self.fingerprint}-{uuid.uuid4().hex}.parquet")
+        table = feature_rows(self.encoder, item_ids, output, self.clusters, errors, self.content)
+        name = f"part-{self.content.fingerprint}-{uuid.uuid4().hex}.parquet"
+        table.write_parquet(self.output_dir / name)
         finished = time.time()
         return pd.DataFrame(
             {
@@ -167,49 +182,53 @@ def _fit_clusters_task(
     layer_config: LayerClusterConfig,
     batch_size: int,
     image_config: ImageInputConfig,
+    torch_threads: int,
 ) -> dict:
     """Ray task: fit layer clusters on a calibration sample, where the actors would run."""
+    set_torch_threads(torch_threads)
     encoder = build_encoder(encoder_config)
     clusters = fit_clusters_on_content(encoder, sample, layer_config, batch_size, image_config)
     return clusters.to_dict()
 
 
-def existing_item_ids(output_dir: Path, fingerprint: str) -> set[int]:
-    """Item ids already written under ``output_dir`` for ``fingerprint``.
+def existing_item_ids(output_dir: Path, content: ContentContract) -> set[int]:
+    """Item ids already written under ``output_dir`` under the content contract ``content``.
 
-    Raises :class:`ExtractError` when the folder holds part files of another encoder.
+    Raises :class:`ExtractError` when the folder holds part files of another encoder or text,
+    naming the settings that differ.
     """
     if not output_dir.exists():
         return set()
     done: set[int] = set()
     for path in feature_files(output_dir):
-        found = (pq.read_schema(path).metadata or {}).get(FINGERPRINT_KEY, b"").decode()
-        if found != fingerprint:
+        found = content_from_metadata(pq.read_schema(path).metadata or {})
+        problem = describe_mismatch(found, content)
+        if problem is not None:
             raise ExtractError(
-                f"{output_dir} holds features of encoder {found or 'unknown'} ({path.name}), "
-                f"not {fingerprint}: pass another output path or delete the folder"
+                f"{output_dir} holds features of another encoder or text ({path.name}: "
+                f"{problem}): pass another output path or delete the folder"
             )
         done.update(pq.read_table(path, columns=["item_id"]).column("item_id").to_pylist())
     return done
 
 
-def stored_clusters(output_dir: Path, fingerprint: str) -> LayerClusters | None:
-    """Clusters saved in ``output_dir/clusters.json`` for ``fingerprint``, if any."""
+def stored_clusters(output_dir: Path, content: ContentContract) -> LayerClusters | None:
+    """Clusters saved in ``output_dir/clusters.json`` under ``content``, if any."""
     path = output_dir / CLUSTERS_FILE
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    if saved.get("encoder_fingerprint") != fingerprint:
+    if saved.get("content_fingerprint") != content.fingerprint:
         raise ExtractError(
-            f"{path} belongs to encoder {saved.get('encoder_fingerprint')}, not {fingerprint}: "
-            "pass another output path or delete the folder"
+            f"{path} belongs to content {saved.get('content_fingerprint')}, not "
+            f"{content.fingerprint}: pass another output path or delete the folder"
         )
     return LayerClusters.from_dict(saved["clusters"])
 
 
-def save_clusters(output_dir: Path, fingerprint: str, clusters: LayerClusters) -> None:
+def save_clusters(output_dir: Path, content: ContentContract, clusters: LayerClusters) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"encoder_fingerprint": fingerprint, "clusters": clusters.to_dict()}
+    payload = {"content_fingerprint": content.fingerprint, "clusters": clusters.to_dict()}
     (output_dir / CLUSTERS_FILE).write_text(json.dumps(payload, indent=2))
 
 
@@ -245,9 +264,9 @@ def batch_timing(timings: pd.DataFrame) -> dict[str, float]:
 
 def actor_resources(extract: ExtractConfig) -> dict[str, float]:
     """Ray resources of each encoder actor (and of the calibration task)."""
-    resources = {"num_cpus": extract.num_cpus_per_actor}
-    if extract.num_gpus_per_actor > 0:
-        resources["num_gpus"] = extract.num_gpus_per_actor
+    resources = {"num_cpus": extract.worker_num_cpus}
+    if extract.worker_num_gpus > 0:
+        resources["num_gpus"] = extract.worker_num_gpus
     return resources
 
 
@@ -260,16 +279,15 @@ def fit_clusters_with_ray(
     extract = config.extract
     sample = content.iloc[calibration_positions(len(content), config.encoder.layers)]
     # The calibration task runs alone, so it may use every actor's threads.
-    threads = {"num_threads": extract.num_actors * extract.torch_threads_per_actor}
-    calibration_config = encoder_config.model_copy(
-        update={
-            "text": encoder_config.text.model_copy(update=threads),
-            "internvl": encoder_config.internvl.model_copy(update=threads),
-        }
-    )
+    threads = extract.num_workers * extract.torch_threads_per_worker
     task = ray.remote(_fit_clusters_task).options(**actor_resources(extract))
     fitted = task.remote(
-        calibration_config, sample, config.encoder.layers, extract.batch_size, config.encoder.images
+        encoder_config,
+        sample,
+        config.encoder.layers,
+        extract.batch_size,
+        config.encoder.images,
+        threads,
     )
     return LayerClusters.from_dict(ray.get(fitted))
 
@@ -279,7 +297,7 @@ def run_encode_job(
     encoder_config: EncoderConfig,
     todo: pd.DataFrame,
     clusters: LayerClusters,
-    fingerprint: str,
+    content: ContentContract,
     output_dir: Path,
     progress: Callable[[int], None] | None,
 ) -> pd.DataFrame:
@@ -298,12 +316,15 @@ def run_encode_job(
             "encoder_config": encoder_config,
             "image_config": config.encoder.images,
             "clusters": clusters.to_dict(),
-            "fingerprint": fingerprint,
+            "content": content.to_dict(),
             "output_dir": str(output_dir),
+            "torch_threads": extract.torch_threads_per_worker,
         },
         batch_size=extract.batch_size,
         batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=extract.num_actors),
+        compute=ray.data.ActorPoolStrategy(
+            size=extract.num_workers, max_tasks_in_flight_per_actor=extract.worker_queue_depth
+        ),
         **actor_resources(extract),
     )
     results = []
@@ -333,15 +354,16 @@ def extract_features_ray(
     output_dir = Path(output_path if output_path is not None else config.extract.output_path)
     encoder_config = actor_encoder_config(config)
     fingerprint = encoder_fingerprint(encoder_config)
-    done = existing_item_ids(output_dir, fingerprint)
-    saved = stored_clusters(output_dir, fingerprint)
+    contract = configured_contract(encoder_config)
+    done = existing_item_ids(output_dir, contract)
+    saved = stored_clusters(output_dir, contract)
     if clusters is not None and saved is not None and clusters != saved:
         raise ExtractError(
             f"{output_dir} was written with clusters {saved.boundaries}, not "
             f"{clusters.boundaries}: pass clusters=None to resume, or another output path"
         )
     clusters = clusters or saved
-    content = content_frame(items, config.extract.text_fields)
+    content = content_frame(items, encoder_config.text_fields)
     todo = by_text_length(content[~content["item_id"].isin(done)]).reset_index(drop=True)
     logger.info(
         "extract: %d items, %d already written for %s, %d to encode",
@@ -356,11 +378,11 @@ def extract_features_ray(
     if clusters is None:
         clusters = fit_clusters_with_ray(config, encoder_config, content)
     calibration_seconds = time.perf_counter() - calibration_started
-    save_clusters(output_dir, fingerprint, clusters)
+    save_clusters(output_dir, contract, clusters)
     results = pd.DataFrame()
     if len(todo):
         results = run_encode_job(
-            config, encoder_config, todo, clusters, fingerprint, output_dir, progress
+            config, encoder_config, todo, clusters, contract, output_dir, progress
         )
     reasons = Counter(r for r in results.get("image_error", []) if isinstance(r, str))
     summary = ExtractSummary(

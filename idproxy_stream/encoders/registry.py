@@ -7,9 +7,10 @@ encoder never imports the InternVL or EfficientNet code (the ``vision`` extra) a
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from idproxy_stream.config import EncoderConfig
+from idproxy_stream.encoders.checkpoints import settings_fingerprint
 
 if TYPE_CHECKING:
     from idproxy_stream.encoders.base import ContentEncoder
@@ -37,6 +38,11 @@ def build_encoder(config: EncoderConfig) -> ContentEncoder:
     return cls.from_config(config)
 
 
+def encoder_output_settings(config: EncoderConfig) -> dict[str, Any]:
+    """The ``output_settings`` ``build_encoder(config)`` will have, without loading weights."""
+    return encoder_class(config.kind).output_settings_for(config)
+
+
 def encoder_fingerprint(config: EncoderConfig) -> str:
     """The fingerprint ``build_encoder(config)`` will have, computed without loading weights."""
-    return encoder_class(config.kind).fingerprint_for(config)
+    return settings_fingerprint(encoder_output_settings(config))

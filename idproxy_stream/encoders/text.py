@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as functional
@@ -31,7 +32,12 @@ from transformers import AutoModel, AutoTokenizer
 from idproxy_stream.config import EncoderConfig, TextEncoderConfig
 from idproxy_stream.data.schema import SEGMENT_SEPARATOR
 from idproxy_stream.encoders.base import ContentItem, EncoderOutput
-from idproxy_stream.encoders.checkpoints import model_fingerprint, resolve_device, resolve_model_dir
+from idproxy_stream.encoders.checkpoints import (
+    resolve_device,
+    resolve_model_dir,
+    settings_fingerprint,
+    weights_digest,
+)
 from idproxy_stream.encoders.pooling import pool_hidden_states
 
 logger = logging.getLogger(__name__)
@@ -52,18 +58,18 @@ def average_by_owner(values: torch.Tensor, owners: torch.Tensor, count: int) -> 
     return sums / sizes.view(-1, *([1] * (values.dim() - 1)))
 
 
-def text_encoder_fingerprint(model_dir: Path, config: TextEncoderConfig) -> str:
-    """Weights identity + the settings that change a text encoder's output."""
-    return model_fingerprint(
-        model_dir,
-        {
-            "encoder": TextEncoder.name,
-            "max_tokens": config.max_tokens,
-            "global_pooling": config.global_pooling,
-            "segment_pooling": config.segment_pooling,
-            "normalize": config.normalize,
-        },
-    )
+def text_encoder_settings(model_dir: Path, config: TextEncoderConfig) -> dict[str, Any]:
+    """The settings that change a text encoder's output, by config key (weights by digest).
+
+    Batch size, device and threads change only how fast it runs, so they are not here.
+    """
+    return {
+        "encoder.text.model": weights_digest(model_dir),
+        "encoder.text.max_tokens": config.max_tokens,
+        "encoder.text.global_pooling": config.global_pooling,
+        "encoder.text.segment_pooling": config.segment_pooling,
+        "encoder.text.normalize": config.normalize,
+    }
 
 
 class TextEncoder:
@@ -81,8 +87,6 @@ class TextEncoder:
 
     def __init__(self, config: TextEncoderConfig) -> None:
         self.config = config
-        if config.num_threads is not None:
-            torch.set_num_threads(config.num_threads)
         model_ref = config.model if config.model is not None else default_text_model_path()
         self.model_dir = resolve_model_dir(model_ref, config.local_files_only)
         self.device = torch.device(resolve_device(config.device))
@@ -100,7 +104,11 @@ class TextEncoder:
         self.hidden_size = int(self.model.config.hidden_size)
         self.num_layers = int(self.model.config.num_hidden_layers) + 1
         self.max_tokens = min(config.max_tokens, self._model_max_tokens())
-        self.fingerprint = text_encoder_fingerprint(self.model_dir, config)
+        self.output_settings = {
+            "encoder.kind": self.name,
+            **text_encoder_settings(self.model_dir, config),
+        }
+        self.fingerprint = settings_fingerprint(self.output_settings)
         self.truncated_items = 0
         logger.info(
             "text encoder %s: D=%d L=%d max_tokens=%d device=%s fingerprint=%s",
@@ -117,11 +125,12 @@ class TextEncoder:
         return cls(config.text)
 
     @classmethod
-    def fingerprint_for(cls, config: EncoderConfig) -> str:
-        """The fingerprint an encoder built from ``config`` will have, without loading it."""
+    def output_settings_for(cls, config: EncoderConfig) -> dict[str, Any]:
+        """The :attr:`output_settings` an encoder built from ``config`` will have, unloaded."""
         text = config.text
         model_ref = text.model if text.model is not None else default_text_model_path()
-        return text_encoder_fingerprint(resolve_model_dir(model_ref, text.local_files_only), text)
+        model_dir = resolve_model_dir(model_ref, text.local_files_only)
+        return {"encoder.kind": cls.name, **text_encoder_settings(model_dir, text)}
 
     def _model_max_tokens(self) -> int:
         limits = [getattr(self.model.config, "max_position_embeddings", None)]

@@ -21,7 +21,7 @@ EfficientNet-Lite0 ImageNet weights from the ``vision`` extra); nothing is train
   driven by the text layers (the constant block adds the same Gram term to every layer;
   at unit norm it is small beside MiniLM's layer states of norm 3-7).
 
-Device and torch threads are the text sub-config's (one process runs both halves).
+The device is the text sub-config's (one process runs both halves).
 
 Example::
 
@@ -33,10 +33,9 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +43,7 @@ import torch.nn.functional as functional
 
 from idproxy_stream.config import EncoderConfig, TextEncoderConfig, TextImageEncoderConfig
 from idproxy_stream.encoders.base import ContentItem, EncoderOutput
-from idproxy_stream.encoders.checkpoints import resolve_device
+from idproxy_stream.encoders.checkpoints import resolve_device, settings_fingerprint
 from idproxy_stream.encoders.text import TextEncoder
 from idproxy_stream.encoders.vision import (
     FEATURE_DIM,
@@ -76,22 +75,18 @@ def orthogonal_projection(input_dim: int, output_dim: int, seed: int) -> torch.T
     return basis.float()
 
 
-def text_image_fingerprint(text_fingerprint: str, config: TextImageEncoderConfig) -> str:
-    """Text encoder fingerprint + vision weights identity + projection + fusion settings."""
-    payload = json.dumps(
-        {
-            "encoder": TextImageEncoder.name,
-            "text": text_fingerprint,
-            "vision_model": MODEL_NAME,
-            "vision_weights": vision_weights_identity(vision_weights_path()),
-            "preprocessing": PREPROCESSING,
-            "projection": PROJECTION_METHOD,
-            "projection_seed": config.projection_seed,
-            "normalize": config.normalize,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def text_image_settings(text_settings: dict[str, Any], config: TextImageEncoderConfig) -> dict:
+    """The text half's settings + the image model, its preprocessing, projection and fusion."""
+    weights = vision_weights_identity(vision_weights_path())
+    return {
+        **text_settings,
+        "encoder.kind": TextImageEncoder.name,
+        "encoder.text_image.image_model": f"{MODEL_NAME} {weights['sha256'][:16]}",
+        "encoder.text_image.image_preprocessing": PREPROCESSING,
+        "encoder.text_image.projection": PROJECTION_METHOD,
+        "encoder.text_image.projection_seed": config.projection_seed,
+        "encoder.text_image.normalize": config.normalize,
+    }
 
 
 class TextImageEncoder:
@@ -116,7 +111,8 @@ class TextImageEncoder:
         )
         self.hidden_size = 2 * self.image_width
         self.num_layers = self.text_encoder.num_layers
-        self.fingerprint = text_image_fingerprint(self.text_encoder.fingerprint, config)
+        self.output_settings = text_image_settings(self.text_encoder.output_settings, config)
+        self.fingerprint = settings_fingerprint(self.output_settings)
         self.images_encoded = 0
         logger.info(
             "text_image encoder: D=%d (text %d + image %d) L=%d projection_seed=%d fingerprint=%s",
@@ -133,9 +129,9 @@ class TextImageEncoder:
         return cls(config.text, config.text_image)
 
     @classmethod
-    def fingerprint_for(cls, config: EncoderConfig) -> str:
-        """The fingerprint an encoder built from ``config`` will have, without loading models."""
-        return text_image_fingerprint(TextEncoder.fingerprint_for(config), config.text_image)
+    def output_settings_for(cls, config: EncoderConfig) -> dict[str, Any]:
+        """The :attr:`output_settings` an encoder built from ``config`` will have, unloaded."""
+        return text_image_settings(TextEncoder.output_settings_for(config), config.text_image)
 
     @property
     def truncated_items(self) -> int:

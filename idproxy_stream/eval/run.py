@@ -35,7 +35,7 @@ def feature_cache_path(config: AppConfig, directory: Path) -> Path:
     key = json.dumps(
         {
             "encoder": encoder_fingerprint(config.encoder),
-            "fields": list(config.extract.text_fields),
+            "fields": list(config.encoder.text_fields),
             "layers": config.encoder.layers.model_dump(mode="json"),
             "data": config.data.model_dump(mode="json"),
         },
@@ -120,7 +120,7 @@ def run_evaluation(
         "dataset": dataset.summary(),
         "split": split.counts(),
         "encoder": features.encoder_fingerprint,
-        "text_fields": list(config.extract.text_fields),
+        "text_fields": list(config.encoder.text_fields),
         "layer_clusters": features.clusters.to_dict(),
         "ranker": config.ranker.model_dump(mode="json"),
         "stage1": config.stage1.model_dump(mode="json"),

@@ -59,12 +59,6 @@ def normalised_rows(vectors: np.ndarray, name: str = "queries") -> np.ndarray:
     return array
 
 
-def apply_thread_setting(config: IndexConfig) -> None:
-    """Set faiss' OpenMP thread count when ``config.num_threads`` asks (a process-wide knob)."""
-    if config.num_threads is not None:
-        faiss.omp_set_num_threads(config.num_threads)
-
-
 def choose_kind(config: IndexConfig, num_members: int) -> str:
     """The index kind ``config`` asks for at ``num_members`` members (resolves ``auto``)."""
     if config.kind != "auto":
@@ -121,7 +115,6 @@ class IdIndex:
                 f"no item has >= {tau} interactions, so the mature ID space is empty: lower "
                 "the maturity threshold (stage1.tau) or train on more data"
             )
-        apply_thread_setting(config)
         vectors = normalised_rows(id_space.embeddings[member_rows], "ID embeddings")
         kind = choose_kind(config, member_rows.size)
         index = _new_faiss_index(kind, id_space.dim, member_rows.size, config)

@@ -37,7 +37,6 @@ from idproxy_stream.index.faiss_index import (
     MISSING_NEIGHBOUR,
     IdIndex,
     IndexBuildError,
-    apply_thread_setting,
 )
 from idproxy_stream.index.id_space import IdSpace, IdSpaceMismatchError
 
@@ -294,7 +293,6 @@ class NeighbourChecker:
         The policy comes from ``config`` (a serving choice); ``k`` and the threshold come from
         the saved calibration, and ``config.k`` must agree with them.
         """
-        apply_thread_setting(config)
         index = IdIndex.load(directory, expected_fingerprint=id_space.fingerprint)
         void = IdIndex.read_manifest(directory).get("void")
         if not void:

@@ -1,10 +1,12 @@
 """The versioned ProxyModel artefact: coarse projector + fine adaptor + residual gate.
 
 On disk a model is a directory with ``proxy_model.safetensors`` (weights and calibration
-buffers) and ``manifest.json``: version, encoder fingerprint, ID-space fingerprint, dimensions,
-layer clusters, training data summary and metrics. Loading checks both fingerprints against the
-encoder and ID space it will be used with and refuses a mismatch: a proxy computed from another
-encoder's features, or aimed at another ranker's ID table, would be silently wrong.
+buffers) and ``manifest.json``: version, encoder fingerprint, ID-space fingerprint, the content
+contract (the text fields and encoder settings its features were computed under, see
+``encoders/contract.py``), dimensions, layer clusters, training data summary and metrics.
+Loading checks the fingerprints and the contract against the encoder, text and ID space it
+will be used with and refuses a mismatch: a proxy computed from another encoder's features or
+another text, or aimed at another ranker's ID table, would be silently wrong.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from idproxy_stream.encoders.contract import ContentContract, describe_mismatch
 from idproxy_stream.encoders.layers import LayerClusters
 from idproxy_stream.errors import IdProxyError
 from idproxy_stream.proxy.adaptor import FineAdaptor
@@ -79,7 +82,11 @@ class ProxyModelSpec:
 
 @dataclass
 class ProxyManifest:
-    """Identity and provenance of a trained model."""
+    """Identity and provenance of a trained model.
+
+    content: the content contract of the features it was trained on; None for a model
+    trained on features without one (hand-made), which no serving path accepts.
+    """
 
     version: str
     encoder_fingerprint: str
@@ -87,6 +94,7 @@ class ProxyManifest:
     spec: ProxyModelSpec
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    content: ContentContract | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +102,7 @@ class ProxyManifest:
             "version": self.version,
             "encoder_fingerprint": self.encoder_fingerprint,
             "id_space_fingerprint": self.id_space_fingerprint,
+            "content": None if self.content is None else self.content.to_dict(),
             "spec": self.spec.to_dict(),
             "training": self.training,
             "metrics": self.metrics,
@@ -187,15 +196,28 @@ def read_proxy_manifest(directory: str | Path) -> ProxyManifest:
         spec=ProxyModelSpec.from_dict(raw["spec"]),
         training=raw.get("training", {}),
         metrics=raw.get("metrics", {}),
+        content=None if raw.get("content") is None else ContentContract.from_dict(raw["content"]),
     )
+
+
+def content_problem(manifest: ProxyManifest, expected: ContentContract) -> str | None:
+    """Why ``manifest``'s model cannot serve under the content contract ``expected``, or None.
+
+    One line naming every setting that differs (text fields, template, encoder settings).
+    """
+    problem = describe_mismatch(manifest.content, expected)
+    if problem is None:
+        return None
+    return f"ProxyModel {manifest.version} was trained under another content contract: {problem}"
 
 
 def load_proxy_model(
     directory: str | Path,
     expected_encoder_fingerprint: str | None = None,
     expected_id_space_fingerprint: str | None = None,
+    expected_content: ContentContract | None = None,
 ) -> tuple[ProxyModel, ProxyManifest]:
-    """Load a saved model, refusing one trained for another encoder or ID space."""
+    """Load a saved model, refusing one trained for another encoder, text or ID space."""
     manifest = read_proxy_manifest(directory)
     if (
         expected_encoder_fingerprint is not None
@@ -215,6 +237,10 @@ def load_proxy_model(
             f"ProxyModel {manifest.version} in {directory} targets ID space "
             f"{manifest.id_space_fingerprint}, but the ranker's ID space is "
             f"{expected_id_space_fingerprint}: retrain the ProxyModel against the current ranker"
+        )
+    if expected_content is not None and (problem := content_problem(manifest, expected_content)):
+        raise ProxyModelMismatchError(
+            f"{problem} (in {directory}): configure the settings it was trained with, or retrain"
         )
     model = ProxyModel(manifest.spec)
     weights = Path(directory) / WEIGHTS_FILE

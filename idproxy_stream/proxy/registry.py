@@ -18,6 +18,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from idproxy_stream.encoders.contract import ContentContract
 from idproxy_stream.proxy.model import (
     ProxyManifest,
     ProxyModel,
@@ -93,8 +94,10 @@ def load_version(
     version: str | None = None,
     expected_encoder_fingerprint: str | None = None,
     expected_id_space_fingerprint: str | None = None,
+    expected_content: ContentContract | None = None,
 ) -> tuple[ProxyModel, ProxyManifest]:
-    """Load ``version`` (LATEST when None), checking fingerprints (see ``load_proxy_model``)."""
+    """Load ``version`` (LATEST when None), checking fingerprints and the content contract
+    (see ``load_proxy_model``)."""
     version = version or latest_version(registry)
     if version is None:
         raise ProxyModelError(
@@ -104,6 +107,7 @@ def load_version(
         version_directory(registry, version),
         expected_encoder_fingerprint,
         expected_id_space_fingerprint,
+        expected_content,
     )
 
 

@@ -97,9 +97,11 @@ def train_ranker(
     config: RankerConfig,
     vocab: FeatureVocab,
 ) -> tuple[DinRanker, RankerTrainReport]:
-    """Train a :class:`DinRanker` with early stopping on validation AUC."""
+    """Train a :class:`DinRanker` with early stopping on validation AUC.
+
+    Uses the process's torch threads: entry points set them from ``ranker.num_threads``.
+    """
     torch.manual_seed(config.seed)
-    torch.set_num_threads(config.num_threads)
     model = DinRanker(config, vocab)
     id_parameters = [model.item_ids.weight]
     other_parameters = [p for name, p in model.named_parameters() if name != "item_ids.weight"]

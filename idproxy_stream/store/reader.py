@@ -11,6 +11,13 @@ Policy, per item (``ReaderConfig``):
    this ranker's space.
 3. ``"fallback"`` — otherwise the mean raw ID embedding of the mature items
    (``fallback="mean_id"``; zeros if no item is mature) or zeros (``fallback="zeros"``).
+
+Given the manifests of the models it may serve (``manifests``, e.g. :func:`serving_manifests`
+of the bundle's registry), the reader also checks each proxy against its model's content
+contract: a proxy is served only when its model records a contract (what text and encoder
+settings it was trained on) and the proxy was computed with that model's encoder. The stream
+and the backfill refuse to write proxies of any other text or encoder settings; this is the
+reader's guard against rows that reached the store some other way.
 """
 
 from __future__ import annotations
@@ -22,13 +29,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from idproxy_stream.config import ReaderConfig
-from idproxy_stream.events import as_item_id
+from idproxy_stream.events import ProxyRecord, as_item_id
 from idproxy_stream.index.id_space import IdSpace
+from idproxy_stream.proxy.model import ProxyManifest, read_proxy_manifest
+from idproxy_stream.proxy.registry import list_versions, version_directory
 from idproxy_stream.store.base import FeatureStore
 
 logger = logging.getLogger(__name__)
 
 SOURCE_ID, SOURCE_PROXY, SOURCE_FALLBACK = "id", "proxy", "fallback"
+
+
+def serving_manifests(registry) -> dict[str, ProxyManifest]:
+    """Version -> manifest of every model in a registry (for ``ProxyReader(manifests=...)``)."""
+    return {v: read_proxy_manifest(version_directory(registry, v)) for v in list_versions(registry)}
 
 
 @dataclass(frozen=True)
@@ -62,11 +76,13 @@ class ProxyReader:
         id_space: IdSpace,
         config: ReaderConfig,
         live_counts: Mapping[int, int] | None = None,
+        manifests: Mapping[str, ProxyManifest] | None = None,
     ) -> None:
         self.store = store
         self.id_space = id_space
         self.config = config
         self.live_counts = live_counts
+        self.manifests = manifests
         self.fallback_vector = self._fallback_vector()
 
     def _fallback_vector(self) -> np.ndarray:
@@ -90,6 +106,18 @@ class ProxyReader:
                     counts[position] = live
         return counts
 
+    def breaks_contract(self, record: ProxyRecord) -> bool:
+        """Whether ``record`` was not computed under its model's content contract (only
+        checked when the reader was given the models' manifests)."""
+        if self.manifests is None:
+            return False
+        manifest = self.manifests.get(record.model_version)
+        return (
+            manifest is None
+            or manifest.content is None
+            or record.encoder_fingerprint != manifest.encoder_fingerprint
+        )
+
     def get(self, item_ids: Iterable[int]) -> ReaderResult:
         """Embeddings of ``item_ids`` (B,) under the policy; one store read for the non-mature."""
         ids = np.array([as_item_id(item_id) for item_id in item_ids], dtype=np.int64)
@@ -106,10 +134,13 @@ class ProxyReader:
         wanted = ids[~use_id]
         if wanted.size:
             proxies = self.store.get(wanted.tolist(), self.config.serving_model_version)
-            foreign = 0
+            foreign = refused = 0
             for position in np.flatnonzero(~use_id):
                 record = proxies.get(int(ids[position]))
                 if record is None:
+                    continue
+                if self.breaks_contract(record):
+                    refused += 1
                     continue
                 if (
                     record.id_space_fingerprint != self.id_space.fingerprint
@@ -127,5 +158,12 @@ class ProxyReader:
                     foreign,
                     self.id_space.fingerprint,
                     self.id_space.dim,
+                )
+            if refused:
+                logger.warning(
+                    "ignored %d proxies whose model records no content contract or that another "
+                    "encoder computed: recompute them with a backfill of a model trained on "
+                    "the served text and encoder",
+                    refused,
                 )
         return ReaderResult(ids, embeddings.astype(np.float32), source.astype(str), versions)

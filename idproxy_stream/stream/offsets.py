@@ -10,7 +10,7 @@ On revocation (or when a partition's records arrive out of order, e.g. after a p
 the partition's state is forgotten and its *epoch* increases; a completion that carries an
 older epoch is stale and ignored, so work started before a rebalance never moves a commit.
 
-Pure logic, no Kafka: the source actor calls it from the one thread that owns the consumer.
+Pure logic, no Kafka: the in-flight ledger (``stream/ledger.py``) holds one, under its lock.
 
 Example::
 
@@ -119,6 +119,11 @@ class OffsetTracker:
         for partition in partitions:
             self._epochs[partition] = self._epochs.get(partition, 0) + 1
             self._partitions.pop(partition, None)
+
+    def epoch(self, partition: int) -> int:
+        """The partition's current epoch (it grows each time the partition is forgotten)."""
+        state = self._partitions.get(partition)
+        return self._epochs.get(partition, 0) if state is None else state.epoch
 
     def is_current(self, ticket: Ticket) -> bool:
         """Whether the ticket belongs to the partition's current epoch."""

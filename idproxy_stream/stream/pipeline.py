@@ -32,17 +32,19 @@ import ray
 
 from idproxy_stream.artifacts import BundleLayout
 from idproxy_stream.cluster.placement import placement
-from idproxy_stream.config import AppConfig, RayConfig
+from idproxy_stream.config import AppConfig, RayConfig, WorkerPoolConfig, with_updates
+from idproxy_stream.encoders.contract import configured_contract, describe_mismatch
 from idproxy_stream.encoders.registry import encoder_fingerprint
+from idproxy_stream.process import ProcessSetup
 from idproxy_stream.proxy.model import ProxyModelError, read_proxy_manifest
 from idproxy_stream.proxy.registry import latest_version, version_directory
 from idproxy_stream.stream.actors import ActorSpec
 from idproxy_stream.stream.metrics import StreamStats, merge_stats, serve_metrics
 from idproxy_stream.stream.preflight import check_stream_services, port_in_use
-from idproxy_stream.stream.sink import ProxySink
-from idproxy_stream.stream.source import StreamSource
+from idproxy_stream.stream.sink import ProxySink, SinkSettings
+from idproxy_stream.stream.source import SourceSettings, StreamSource
 from idproxy_stream.stream.topics import ensure_topics, stream_topics
-from idproxy_stream.stream.worker import ProxyWorker
+from idproxy_stream.stream.worker import ProxyWorker, WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -52,33 +54,17 @@ SOURCE_RESTART_MIN_S = 10.0  # a replaced source runs at least this long before 
 
 def absolute_paths(config: AppConfig) -> AppConfig:
     """``config`` with the paths actors read made absolute (actors may run in another cwd)."""
-    store = config.store
-    images = config.encoder.images
-    return config.model_copy(
-        update={
-            "stream": config.stream.model_copy(
-                update={"model_dir": config.stream.model_dir.resolve()}
-            ),
-            "store": store.model_copy(
-                update={
-                    "sqlite": store.sqlite.model_copy(update={"path": store.sqlite.path.resolve()}),
-                    "parquet": store.parquet.model_copy(
-                        update={"path": store.parquet.path.resolve()}
-                    ),
-                }
-            ),
-            "encoder": config.encoder.model_copy(
-                update={
-                    "images": images.model_copy(
-                        update={
-                            "allowed_roots": tuple(
-                                Path(root).expanduser().resolve() for root in images.allowed_roots
-                            )
-                        }
-                    )
-                }
-            ),
-        }
+    store, images = config.store, config.encoder.images
+    roots = tuple(Path(root).expanduser().resolve() for root in images.allowed_roots)
+    return with_updates(
+        config,
+        stream=with_updates(config.stream, model_dir=config.stream.model_dir.resolve()),
+        store=with_updates(
+            store,
+            sqlite=with_updates(store.sqlite, path=store.sqlite.path.resolve()),
+            parquet=with_updates(store.parquet, path=store.parquet.path.resolve()),
+        ),
+        encoder=with_updates(config.encoder, images=with_updates(images, allowed_roots=roots)),
     )
 
 
@@ -102,27 +88,41 @@ def ensure_ray(config: RayConfig) -> bool:
     return True
 
 
-def bundle_problem(config: AppConfig) -> str | None:
-    """Why ``stream.model_dir`` cannot serve with this config, or None when it can.
+def bundle_problem(config: AppConfig, version: str | None = None) -> str | None:
+    """Why ``stream.model_dir`` cannot serve ``version`` (LATEST when None) with this config,
+    or None when it can.
 
-    Checks that a bundle is there (registry ``LATEST``, ID space, index) and that the serving
-    version was trained on the configured encoder (fingerprints, computed without loading
-    weights): otherwise every worker would refuse it.
+    Checks that a bundle is there (registry, ID space, index) and that the version was trained
+    on the configured encoder and text (fingerprint and content contract, computed without
+    loading weights): otherwise every worker would refuse it. One line, naming each setting
+    that differs.
     """
     layout = BundleLayout(config.stream.model_dir)
-    version = latest_version(layout.registry) if layout.registry.is_dir() else None
-    if version is None or not layout.id_space.is_dir() or not layout.index.is_dir():
+    if version is None:
+        version = latest_version(layout.registry) if layout.registry.is_dir() else None
+    directory = None if version is None else version_directory(layout.registry, version)
+    if directory is None or not layout.id_space.is_dir() or not layout.index.is_dir():
         return (
             f"{layout.root} holds no trained model bundle (registry/LATEST, id_space/, index/): "
             "run `idproxy train --config ...` first, or set stream.model_dir"
         )
-    trained_on = read_proxy_manifest(version_directory(layout.registry, version))
-    configured = encoder_fingerprint(config.encoder)
-    if trained_on.encoder_fingerprint != configured:
+    if not directory.is_dir():
+        return f"model version {version} is not in {layout.registry}: publish it or name another"
+    trained = read_proxy_manifest(directory)
+    configured = configured_contract(config.encoder)
+    problem = describe_mismatch(trained.content, configured)
+    encoder = encoder_fingerprint(config.encoder)
+    if trained.encoder_fingerprint != encoder:
         return (
             f"model version {version} in {layout.registry} was trained on encoder "
-            f"{trained_on.encoder_fingerprint}, but the configured encoder is {configured}: "
-            "retrain (`idproxy train`) or configure the encoder it was trained with"
+            f"{trained.encoder_fingerprint}, but the configured encoder is {encoder} "
+            f"({problem or 'other weights'}): retrain (`idproxy train`) or configure the "
+            "encoder it was trained with"
+        )
+    if problem is not None:
+        return (
+            f"model version {version} in {layout.registry} was trained on other content: "
+            f"{problem}: configure the settings it was trained with, or retrain"
         )
     return None
 
@@ -135,30 +135,44 @@ def check_model_dir(config: AppConfig) -> str:
     return latest_version(BundleLayout(config.stream.model_dir).registry)
 
 
+def worker_pool_spec(
+    config: AppConfig, pool: WorkerPoolConfig, model_version: str | None = None
+) -> ActorSpec:
+    """One encoder worker of ``pool`` (the stream's or the backfill's), placed by ``cluster``."""
+    options = {
+        "num_cpus": pool.worker_num_cpus,
+        "num_gpus": pool.worker_num_gpus,
+        **placement(config.cluster, "worker"),
+    }
+    process = ProcessSetup(
+        config.stream.log_level, config.stream.log_format, pool.torch_threads_per_worker
+    )
+    return ActorSpec(ProxyWorker, options, (WorkerSettings.of(config, model_version),), process)
+
+
+def sink_spec(config: AppConfig, num_cpus: float) -> ActorSpec:
+    """One sink, placed by ``cluster``."""
+    options = {"num_cpus": num_cpus, **placement(config.cluster, "sink")}
+    # A sink shares its node with the workers: one faiss thread unless configured.
+    faiss_threads = config.index.num_threads or 1
+    process = ProcessSetup(config.stream.log_level, config.stream.log_format, None, faiss_threads)
+    return ActorSpec(ProxySink, options, (SinkSettings.of(config),), process)
+
+
 def actor_specs(config: AppConfig, name: str) -> ActorSpec:
     """The source actor (with its worker and sink specs) for lane ``name``."""
     stream = config.stream
-    cluster = config.cluster
-    worker = ActorSpec(
-        ProxyWorker,
-        {
-            "num_cpus": stream.worker_num_cpus,
-            "num_gpus": stream.worker_num_gpus,
-            **placement(cluster, "worker"),
-        },
-        (config,),
-    )
-    sink = ActorSpec(
-        ProxySink, {"num_cpus": stream.sink_num_cpus, **placement(cluster, "sink")}, (config,)
-    )
+    worker = worker_pool_spec(config, stream.worker_pool())
+    sink = sink_spec(config, stream.sink_num_cpus)
     return ActorSpec(
         StreamSource,
         {
             "num_cpus": stream.source_num_cpus,
             "max_concurrency": SOURCE_CONCURRENCY,
-            **placement(cluster, "source"),
+            **placement(config.cluster, "source"),
         },
-        (config, worker, sink, name),
+        (SourceSettings(kafka=config.kafka, stream=stream), worker, sink, name),
+        ProcessSetup(stream.log_level, stream.log_format),
     )
 
 

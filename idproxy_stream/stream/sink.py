@@ -9,6 +9,8 @@ does it acknowledge the batch, and only an acknowledged batch lets the source co
 
 A failing store or output topic raises: the source retries the batch (re-delivery and the
 idempotent upsert make that safe) instead of dead-lettering valid events.
+
+The sink receives :class:`SinkSettings` (what it reads of the application config).
 """
 
 from __future__ import annotations
@@ -16,17 +18,43 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from idproxy_stream.artifacts import BundleLayout
-from idproxy_stream.config import AppConfig
-from idproxy_stream.events import ProxyRecord
+from idproxy_stream.config import (
+    AppConfig,
+    FrozenModel,
+    IndexConfig,
+    KafkaConfig,
+    StoreConfig,
+)
+from idproxy_stream.events import DeadLetterReason, ProxyRecord
 from idproxy_stream.index.id_space import IdSpace
 from idproxy_stream.index.void import NeighbourChecker
 from idproxy_stream.store.base import FeatureStore, build_store
-from idproxy_stream.stream.logs import configure_logging
 from idproxy_stream.stream.messages import BatchOutcome, EncodedBatch, Rejection, WrittenRow
 
 logger = logging.getLogger(__name__)
+
+
+class SinkSettings(FrozenModel):
+    """What one sink reads (built from the application config by :meth:`of`).
+
+    kafka: for ``kafka.output_topic`` only; None (or no output topic) publishes nothing.
+    """
+
+    model_dir: Path
+    index: IndexConfig = IndexConfig()
+    store: StoreConfig = StoreConfig()
+    kafka: KafkaConfig | None = None
+
+    @classmethod
+    def of(cls, config: AppConfig) -> SinkSettings:
+        """The sink's part of ``config`` (``stream.model_dir``, ``index``, ``store``, ``kafka``)."""
+        kafka = config.kafka if config.kafka.output_topic else None
+        return cls(
+            model_dir=config.stream.model_dir, index=config.index, store=config.store, kafka=kafka
+        )
 
 
 class ProxySink:
@@ -34,28 +62,22 @@ class ProxySink:
 
     Example::
 
-        sink = ProxySink(config)
+        sink = ProxySink(SinkSettings.of(config))
         outcome = sink.write(encoded_batch)     # rows durable when this returns
         outcome.written[0].status               # "ok" / "void_flagged" / "knn_fallback"
     """
 
-    def __init__(self, config: AppConfig, setup_logging: bool = True) -> None:
-        if setup_logging:
-            configure_logging(config.stream.log_level, config.stream.log_format)
-        self.config = config
-        layout = BundleLayout(config.stream.model_dir)
+    def __init__(self, settings: SinkSettings) -> None:
+        self.settings = settings
+        layout = BundleLayout(settings.model_dir)
         id_space = IdSpace.load(layout.id_space)
-        # A sink shares its node with the workers: one faiss thread unless configured.
-        index_config = config.index
-        if index_config.num_threads is None:
-            index_config = index_config.model_copy(update={"num_threads": 1})
-        self.checker = NeighbourChecker.load(layout.index, id_space, index_config)
-        self.store: FeatureStore = build_store(config.store)
+        self.checker = NeighbourChecker.load(layout.index, id_space, settings.index)
+        self.store: FeatureStore = build_store(settings.store)
         self.producer = None
-        if config.kafka.output_topic:
+        if settings.kafka is not None and settings.kafka.output_topic:
             from idproxy_stream.stream.clients import make_producer
 
-            self.producer = make_producer(config.kafka, "sink")
+            self.producer = make_producer(settings.kafka, "sink")
 
     def ping(self) -> bool:
         return True
@@ -76,7 +98,7 @@ class ProxySink:
                             partition=row.partition,
                             offset=row.offset,
                             item_id=row.item_id,
-                            reason="proxy_void",
+                            reason=DeadLetterReason.PROXY_VOID,
                             message=decision.reason or "the proxy is void",
                             stage="sink",
                         )
@@ -116,16 +138,16 @@ class ProxySink:
 
     def _publish(self, records: list[ProxyRecord]) -> None:
         """Send the rows to the output topic and wait for the broker to have them all."""
-        if self.producer is None:
+        if self.producer is None or self.settings.kafka is None:
             return
-        topic = self.config.kafka.output_topic
+        topic = self.settings.kafka.output_topic
         futures = [
             self.producer.send(
                 topic, key=str(record.item_id).encode(), value=record.to_json().encode()
             )
             for record in records
         ]
-        self.producer.flush(timeout=self.config.kafka.request_timeout_ms / 1000)
+        self.producer.flush(timeout=self.settings.kafka.request_timeout_ms / 1000)
         for future in futures:
             future.get(timeout=0)  # raises the send's error, if any
 

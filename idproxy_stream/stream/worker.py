@@ -11,14 +11,19 @@ a CPU here). Per batch it
    ``stream.image_errors: text_only`` the item is encoded from its text alone. Images are
    checked even for text-only encoders, so a bad reference is visible at once;
 3. encodes the rest in one call (the text the training used: ``item_content_text`` over
-   ``extract.text_fields``), pools layer states by the model's clusters and runs the ProxyModel:
+   ``encoder.text_fields``), pools layer states by the model's clusters and runs the ProxyModel:
    ``(B, D_enc), (B, K, D_enc) -> (B, D_id)``. Only these small vectors leave the worker.
 
-**Hot model swap.** Every ``stream.model_poll_interval_s`` the worker reads the registry's
-``LATEST``; a new version is loaded (fingerprints checked against this encoder and ID space)
-and used from the next batch on. Each batch carries the version that produced it, so every
-stored row names its model. A version that fails to load is logged and skipped; the current
-one keeps serving.
+**Hot model swap.** Every ``model_poll_interval_s`` the worker reads the registry's ``LATEST``;
+a new version is loaded (fingerprints and content contract checked against this encoder, its
+text fields and the ID space) and used from the next batch on. Each batch carries the version
+that produced it, so every stored row names its model. A version that fails to load is logged
+and skipped; the current one keeps serving. A backfill pins one version instead
+(``WorkerSettings.model_version``): it is loaded once and never swapped.
+
+The worker receives :class:`WorkerSettings` (what it reads of the application config), never
+the whole config, and changes no process-wide state: its actor's host sets log handlers and
+torch threads (``stream/actors.py``).
 """
 
 from __future__ import annotations
@@ -26,60 +31,94 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from transformers.utils import logging as transformers_logging
+from pydantic import Field
 
 from idproxy_stream.artifacts import BundleLayout
-from idproxy_stream.config import AppConfig
+from idproxy_stream.config import AppConfig, EncoderConfig, FrozenModel
 from idproxy_stream.data.schema import item_content_text
 from idproxy_stream.encoders.base import ContentItem, build_encoder
+from idproxy_stream.encoders.contract import encoder_contract
 from idproxy_stream.encoders.images import ImageInputError, load_image
 from idproxy_stream.encoders.layers import pool_layer_clusters
+from idproxy_stream.events import DeadLetterReason
 from idproxy_stream.index.id_space import IdSpace
 from idproxy_stream.proxy.model import ProxyManifest, ProxyModel, ProxyModelError
-from idproxy_stream.proxy.registry import latest_version, load_version
-from idproxy_stream.stream.logs import configure_logging
+from idproxy_stream.proxy.registry import check_version_name, latest_version, load_version
 from idproxy_stream.stream.messages import EncodedBatch, ProxyRow, Rejection, WorkItem
 
 logger = logging.getLogger(__name__)
 
 
+class WorkerSettings(FrozenModel):
+    """What one encoder worker reads (built from the application config by :meth:`of`).
+
+    model_version: serve this version and never swap (a backfill); None follows ``LATEST``.
+    """
+
+    model_dir: Path
+    encoder: EncoderConfig = EncoderConfig()
+    maturity_threshold: int = Field(20, ge=1)
+    skip_mature_items: bool = True
+    image_errors: Literal["dead_letter", "text_only"] = "dead_letter"
+    model_poll_interval_s: float = Field(5.0, gt=0)
+    model_version: str | None = None
+
+    @classmethod
+    def of(cls, config: AppConfig, model_version: str | None = None) -> WorkerSettings:
+        """The worker's part of ``config`` (``stream``, ``encoder``, ``reader`` sections)."""
+        return cls(
+            model_dir=config.stream.model_dir,
+            encoder=config.encoder,
+            maturity_threshold=config.reader.maturity_threshold,
+            skip_mature_items=config.stream.skip_mature_items,
+            image_errors=config.stream.image_errors,
+            model_poll_interval_s=config.stream.model_poll_interval_s,
+            model_version=model_version,
+        )
+
+
 class ProxyWorker:
     """Encoder + ProxyModel for one worker actor. Stateless apart from the loaded models.
 
+    Raises :class:`ProxyModelError` when no version it may serve loads (a pinned version
+    missing, or trained for another encoder, text or ID space).
+
     Example::
 
-        worker = ProxyWorker(config)                 # loads encoder, ID space, LATEST model
-        batch = worker.encode(items)                 # list[WorkItem] -> EncodedBatch
-        batch.proxies.shape                          # (len(batch.rows), D_id)
+        worker = ProxyWorker(WorkerSettings.of(config))   # encoder, ID space, LATEST model
+        batch = worker.encode(items)                      # list[WorkItem] -> EncodedBatch
+        batch.proxies.shape                               # (len(batch.rows), D_id)
     """
 
-    def __init__(self, config: AppConfig, setup_logging: bool = True) -> None:
-        if setup_logging:
-            configure_logging(config.stream.log_level, config.stream.log_format)
-            if logging.getLogger().level >= logging.WARNING:
-                transformers_logging.disable_progress_bar()  # no weight-loading bars in logs
-        self.config = config
-        self.encoder = build_encoder(config.encoder)
-        # After building: the encoder may apply its own thread setting; the stream's wins.
-        torch.set_num_threads(config.stream.torch_threads_per_worker)
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.encoder = build_encoder(settings.encoder)
+        self.content = encoder_contract(self.encoder, settings.encoder.text_fields)
         self.reads_images = bool(getattr(self.encoder, "reads_images", True))
-        layout = BundleLayout(config.stream.model_dir)
+        layout = BundleLayout(settings.model_dir)
         self.registry = layout.registry
         id_space = IdSpace.load(layout.id_space)
         self.id_space_fingerprint = id_space.fingerprint
-        mature = id_space.interaction_counts >= config.reader.maturity_threshold
+        mature = id_space.interaction_counts >= settings.maturity_threshold
         self.mature_item_ids = np.sort(id_space.item_ids[mature])
         self.model: ProxyModel | None = None
         self.manifest: ProxyManifest | None = None
         self._refused_version: str | None = None
+        self._refusal: str | None = None
         self._next_model_check = 0.0
-        self.check_for_new_model(force=True)
+        if settings.model_version is not None:
+            self._load(check_version_name(settings.model_version))  # raises what it refuses
+        else:
+            self.check_for_new_model(force=True)
         if self.model is None:
             raise ProxyModelError(
-                f"no loadable ProxyModel in {self.registry}: train one with `idproxy train`"
+                f"no loadable ProxyModel in {self.registry}: "
+                f"{self._refusal or 'train one with `idproxy train`'}"
             )
 
     @property
@@ -96,11 +135,16 @@ class ProxyWorker:
         return self.model_version
 
     def check_for_new_model(self, force: bool = False) -> bool:
-        """Load the registry's LATEST if it changed (at most once per poll interval)."""
+        """Load the registry's LATEST if it changed (at most once per poll interval).
+
+        A pinned worker (``settings.model_version``) keeps its version.
+        """
+        if self.settings.model_version is not None:
+            return False
         now = time.monotonic()
         if not force and now < self._next_model_check:
             return False
-        self._next_model_check = now + self.config.stream.model_poll_interval_s
+        self._next_model_check = now + self.settings.model_poll_interval_s
         try:
             version = latest_version(self.registry)
         except (OSError, ProxyModelError) as error:
@@ -111,14 +155,9 @@ class ProxyWorker:
         if self.manifest is not None and version == self.manifest.version:
             return False
         try:
-            model, manifest = load_version(
-                self.registry,
-                version,
-                expected_encoder_fingerprint=self.encoder.fingerprint,
-                expected_id_space_fingerprint=self.id_space_fingerprint,
-            )
+            self._load(version)
         except (OSError, ValueError) as error:
-            self._refused_version = version
+            self._refused_version, self._refusal = version, str(error)
             logger.error(
                 "model version %s not loaded, still serving %s: %s",
                 version,
@@ -127,6 +166,17 @@ class ProxyWorker:
                 extra={"model_version": version},
             )
             return False
+        return True
+
+    def _load(self, version: str) -> None:
+        """Load ``version`` and serve it from the next batch on; raises what it refuses."""
+        model, manifest = load_version(
+            self.registry,
+            version,
+            expected_encoder_fingerprint=self.encoder.fingerprint,
+            expected_id_space_fingerprint=self.id_space_fingerprint,
+            expected_content=self.content,
+        )
         previous = None if self.manifest is None else self.manifest.version
         model.eval()
         self.model, self.manifest = model, manifest
@@ -136,7 +186,6 @@ class ProxyWorker:
             previous,
             extra={"model_version": version, "previous_version": previous},
         )
-        return True
 
     def is_mature(self, item_ids: np.ndarray) -> np.ndarray:
         """(B,) bool: items the ranker serves from their own ID embedding."""
@@ -157,7 +206,7 @@ class ProxyWorker:
         item_ids = np.array([item.event.item_id for item in items], dtype=np.int64)
         mature = (
             self.is_mature(item_ids)
-            if self.config.stream.skip_mature_items
+            if self.settings.skip_mature_items
             else np.zeros(len(items), bool)
         )
         for item, is_mature in zip(items, mature, strict=True):
@@ -165,9 +214,9 @@ class ProxyWorker:
                 rejected.append(
                     self._rejection(
                         item,
-                        "item_already_mature",
+                        DeadLetterReason.ITEM_ALREADY_MATURE,
                         f"item {item.event.item_id} has at least "
-                        f"{self.config.reader.maturity_threshold} interactions in the ranker's ID "
+                        f"{self.settings.maturity_threshold} interactions in the ranker's ID "
                         "space: it is served by its own ID embedding, no proxy is computed",
                     )
                 )
@@ -193,14 +242,14 @@ class ProxyWorker:
     def _content(self, item: WorkItem) -> tuple[ContentItem, Rejection | None]:
         """The encoder input for one event, or its refusal (image failures)."""
         event = item.event
-        text = item_content_text(event.model_dump(), self.config.extract.text_fields)
+        text = item_content_text(event.model_dump(), self.settings.encoder.text_fields)
         reference = event.image_reference
         if reference is None:
             return ContentItem(text=text), None
         try:
-            image = load_image(reference, self.config.encoder.images)
+            image = load_image(reference, self.settings.encoder.images)
         except ImageInputError as error:
-            if self.config.stream.image_errors == "dead_letter":
+            if self.settings.image_errors == "dead_letter":
                 return ContentItem(text=text), self._rejection(item, error.reason, str(error))
             logger.info("item %d: image ignored (%s), encoding text only", event.item_id, error)
             return ContentItem(text=text), None
@@ -226,14 +275,18 @@ class ProxyWorker:
                     pairs.append((item, self._run_model([content])[0]))
                 except Exception as single_error:
                     failures.append(
-                        self._rejection(item, "encode_failed", f"encoding failed: {single_error}")
+                        self._rejection(
+                            item, DeadLetterReason.ENCODE_FAILED, f"encoding failed: {single_error}"
+                        )
                     )
         rows, vectors = [], []
         for item, vector in pairs:
             if not np.isfinite(vector).all():
                 failures.append(
                     self._rejection(
-                        item, "proxy_not_finite", "the model produced NaN or inf for this item"
+                        item,
+                        DeadLetterReason.PROXY_NOT_FINITE,
+                        "the model produced NaN or inf for this item",
                     )
                 )
                 continue
@@ -260,7 +313,7 @@ class ProxyWorker:
         cluster_states = pool_layer_clusters(output.layer_states, self.manifest.spec.clusters)
         return self.model.predict(output.global_embedding, cluster_states).numpy()
 
-    def _rejection(self, item: WorkItem, reason: str, message: str) -> Rejection:
+    def _rejection(self, item: WorkItem, reason: DeadLetterReason, message: str) -> Rejection:
         return Rejection(
             partition=item.partition,
             offset=item.offset,

@@ -107,7 +107,7 @@ def encode_catalogue(config: AppConfig, items: pd.DataFrame) -> FeatureTable:
         build_encoder(config.encoder),
         items,
         batch_size=config.extract.batch_size,
-        text_fields=config.extract.text_fields,
+        text_fields=config.encoder.text_fields,
         image_config=config.encoder.images,
         layer_config=config.encoder.layers,
     )
@@ -234,6 +234,7 @@ def train_model_bundle(
         },
         metrics={**training.metrics, "ranker_warm_test_auc": warm_metrics["auc"]},
     )
+    manifest.content = features.content  # what the stream must read and encode the same way
     publish_version(training.model, manifest, layout.registry)
     report = BundleReport(
         model_dir=layout.root,

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from idproxy_stream.artifacts import BundleLayout
-from idproxy_stream.config import AppConfig
+from idproxy_stream.config import AppConfig, with_updates
+from idproxy_stream.encoders.contract import configured_contract
 from idproxy_stream.encoders.features import FeatureTable, feature_files, read_feature_table
 from idproxy_stream.encoders.registry import encoder_fingerprint
 from idproxy_stream.errors import IdProxyError
@@ -70,11 +71,19 @@ class TrainingJobError(IdProxyError, ValueError):
 
 
 def stored_features(config: AppConfig) -> FeatureTable | None:
-    """The features ``extract.output_path`` holds for the configured encoder, or None."""
+    """The features ``extract.output_path`` holds for the configured encoder and text, or None.
+
+    Features extracted under another content contract (other text fields, encoder settings)
+    are refused with the settings named.
+    """
     folder = config.extract.output_path
     if not folder.is_dir() or not feature_files(folder):
         return None
-    return read_feature_table(folder, fingerprint=encoder_fingerprint(config.encoder))
+    return read_feature_table(
+        folder,
+        fingerprint=encoder_fingerprint(config.encoder),
+        content=configured_contract(config.encoder),
+    )
 
 
 def run_stage1(
@@ -84,9 +93,9 @@ def run_stage1(
     progress: Progress | None = None,
 ) -> BundleReport:
     """Ranker (if absent) + Stage 1 + index; publish a Stage-1-only ProxyModel as LATEST."""
-    closed = config.stage2.model_copy(update={"gate_closed": True})
+    closed = with_updates(config.stage2, gate_closed=True)
     return train_model_bundle(
-        config.model_copy(update={"stage2": closed}),
+        with_updates(config, stage2=closed),
         model_dir,
         version,
         features=stored_features(config),
@@ -165,6 +174,7 @@ def run_stage2(
         stage1_version,
         expected_encoder_fingerprint=features.encoder_fingerprint,
         expected_id_space_fingerprint=inputs.id_space.fingerprint,
+        expected_content=features.content,
     )
     if coarse.spec.clusters != features.clusters:
         raise ProxyModelError(
@@ -233,6 +243,7 @@ def run_stage2(
         },
         metrics=metrics,
     )
+    manifest.content = features.content
     publish_version(result.model, manifest, layout.registry)
     timings = {"stage2": time.perf_counter() - started}
     layout.summary.write_text(

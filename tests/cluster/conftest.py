@@ -1,5 +1,5 @@
-"""Cluster fixtures: a real Ray head started with ``ray start --head``, the embedded broker, and
-a model bundle trained by the two training jobs (Stage 1, then Stage 2).
+"""Cluster fixtures: a real Ray head started with ``ray start --head``, and job settings on the
+session's broker and staged bundle (``tests/conftest.py``: Stage 1, then Stage 2).
 
 The head runs on free loopback ports with a temp dir this fixture owns and token auth off
 (``RAY_AUTH_MODE=disabled``). ``ray stop`` would stop every Ray on the machine — other
@@ -24,44 +24,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tests_helpers import TINY_TRAINING as TINY_BUNDLE
+from tests_helpers import REPO, job_test_settings, merge_sections, wait_until
 
-from idproxy_stream.config import AppConfig, config_from_dict
-from idproxy_stream.events import NewItemEvent
-from idproxy_stream.stream.broker import EmbeddedBroker
+from idproxy_stream.config import AppConfig
 
-REPO = Path(__file__).resolve().parents[2]
 RAY_BIN = Path(sys.executable).parent / "ray"
 HEAD_RESOURCES = {"cpu_node": 100, "encoder_node": 100}
-
-TINY_TRAINING = {**TINY_BUNDLE, "stage2": {"epochs": 2}}
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-STAGE1_VERSION = "v1-coarse"
-STAGE2_VERSION = "v2-fine"
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``condition`` every 0.2 s until it holds; fail with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.2)
-
-
-def new_event(item_id: int) -> NewItemEvent:
-    """A valid event for an item the ranker has never seen (ids >= 10,000)."""
-    return NewItemEvent(
-        item_id=item_id,
-        created_at=T0 + timedelta(seconds=item_id % 1000),
-        title=f"A new film number {item_id}",
-        tags=("drama", "new" if item_id % 2 else "classic"),
-    )
 
 
 def free_ports(count: int) -> list[int]:
@@ -315,135 +287,44 @@ def ray_head() -> RayHead:
     head.stop()
 
 
-# ----------------------------------------------------------------------- data, models
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory) -> EmbeddedBroker:
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("tansu") / "broker.log") as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-def features_dir(tmp_path_factory, ray_head) -> Path:
-    """MiniLM features of the tiny catalogue, written where ``jobs/encode.py`` would put them.
-
-    Asks for ``ray_head`` only to start it early: its start (mostly waiting) overlaps the
-    encoding and training here instead of adding to the job tests' time.
-    """
-    from idproxy_stream.data.loading import load_dataset
-    from idproxy_stream.encoders.extract import extract_features
-    from idproxy_stream.encoders.registry import build_encoder
-
-    config = config_from_dict(TINY_TRAINING)
-    folder = tmp_path_factory.mktemp("features")
-    table = extract_features(
-        build_encoder(config.encoder),
-        load_dataset(config.data).items,
-        batch_size=64,
-        text_fields=config.extract.text_fields,
-        image_config=config.encoder.images,
-        layer_config=config.encoder.layers,
-    )
-    table.write_parquet(folder / f"part-{table.encoder_fingerprint}-0.parquet")
-    return folder
-
-
-@dataclass(frozen=True)
-class Bundle:
-    model_dir: Path
-    features_dir: Path
-    stage1_report: object
-    stage2_report: object
-
-
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory, features_dir) -> Bundle:
-    """Ranker + Stage 1 (``v1-coarse``) then Stage 2 (``v2-fine``, LATEST), by the job functions."""
-    from idproxy_stream.training.jobs import run_stage1, run_stage2
-
-    model_dir = tmp_path_factory.mktemp("bundle") / "model"
-    config = training_config(features_dir)
-    first = run_stage1(config, model_dir, STAGE1_VERSION)
-    second = run_stage2(config, model_dir, STAGE1_VERSION, STAGE2_VERSION)
-    return Bundle(model_dir, features_dir, first, second)
-
-
-def training_config(features_dir: Path, **sections) -> AppConfig:
-    raw = {**TINY_TRAINING, "extract": {"output_path": str(features_dir)}}
-    for section, values in sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return config_from_dict(raw, "test settings")
+# ------------------------------------------------------------------------- settings
 
 
 @pytest.fixture
-def job_settings(tmp_path, broker, bundle) -> Callable[..., dict]:
+def job_settings(tmp_path, broker, staged_bundle) -> Callable[..., dict]:
     """Factory: raw config sections for one test (own topic, group, store) on the bundle."""
 
     def make(**sections) -> dict:
-        suffix = uuid.uuid4().hex[:8]
-        raw = {
-            **TINY_TRAINING,
-            "encoder": {**TINY_TRAINING["encoder"], "text": {"num_threads": 1}},
-            "extract": {"output_path": str(bundle.features_dir)},
-            "kafka": {
-                "bootstrap_servers": broker.bootstrap_servers,
-                "topic": f"items-{suffix}",
-                "dead_letter_topic": f"items-{suffix}.dlq",
-                "group_id": f"group-{suffix}",
-                "session_timeout_ms": 2_000,
-                "heartbeat_interval_ms": 500,
-                "fetch_max_wait_ms": 10,
-                "request_timeout_ms": 5_000,
-                "ensure_topics": True,
-                "topic_partitions": 2,
-            },
-            "stream": {
-                "model_dir": str(bundle.model_dir),
-                "num_workers": 1,
-                "worker_num_cpus": 0.25,
-                "source_num_cpus": 0.1,
-                "sink_num_cpus": 0.1,
-                "max_batch_size": 16,
-                "metrics_port": None,
-                "drain_timeout_s": 30,
-                "log_level": "WARNING",
-                "status_interval_s": 0.5,
-            },
-            "backfill": {
+        raw = job_test_settings(
+            broker.bootstrap_servers,
+            staged_bundle.model_dir,
+            tmp_path / "proxies.sqlite",
+            stage2={"epochs": 2},
+            extract={"output_path": str(staged_bundle.features_dir)},
+            kafka={"ensure_topics": True, "topic_partitions": 2},
+            stream={"drain_timeout_s": 30, "status_interval_s": 0.5},
+            backfill={
                 "num_workers": 2,
                 "worker_num_cpus": 0.25,
                 "sink_num_cpus": 0.1,
                 "batch_size": 16,
                 "idle_timeout_s": 10,
             },
-            "cluster": {
+            cluster={
                 "source_resources": {"cpu_node": 0.01},
                 "sink_resources": {"cpu_node": 0.01},
                 "worker_resources": {"encoder_node": 0.01},
             },
-            "store": {"sqlite": {"path": str(tmp_path / "proxies.sqlite")}},
-        }
-        for section, values in sections.items():
-            raw[section] = {**raw.get(section, {}), **values}
-        return raw
+        )
+        return merge_sections(raw, sections)
 
     return make
 
 
-def write_config(raw: dict, path: Path) -> Path:
-    """Write a raw config as the YAML file a job reads (validated first)."""
-    import yaml
-
-    config_from_dict(raw, "test settings")
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(raw, default=str))))
-    return path
-
-
 def in_process_proxies(config: AppConfig, version: str, items) -> dict[int, np.ndarray]:
     """Item id -> proxy that a worker pinned to ``version`` computes here, for comparison."""
-    from idproxy_stream.backfill.pinned import PinnedVersionWorker
+    from idproxy_stream.stream.worker import ProxyWorker, WorkerSettings
 
-    worker = PinnedVersionWorker(config, version, setup_logging=False)
+    worker = ProxyWorker(WorkerSettings.of(config, model_version=version))
     batch = worker.encode(list(items))
     return {row.item_id: batch.proxies[i] for i, row in enumerate(batch.rows)}

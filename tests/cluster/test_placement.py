@@ -51,8 +51,10 @@ def test_backfill_actors_take_their_sizes_and_placement_from_config():
     )
     worker = worker_spec(config, "v7")
     assert worker.options == {"num_cpus": 2, "num_gpus": 1, "resources": {"encoder_a10g": 0.01}}
-    worker_config, version = worker.args
-    assert version == "v7" and worker_config.stream.torch_threads_per_worker == 3
+    # The worker gets its own settings (pinned to the version), not a rewritten config.stream;
+    # its process (not its constructor) takes backfill's torch threads.
+    (settings,) = worker.args
+    assert settings.model_version == "v7" and worker.process.torch_threads == 3
     assert sink_spec(config).options == {"num_cpus": 0.5, "resources": {"cpu_node": 0.01}}
 
 

@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 
 import numpy as np
+from tests_helpers import STAGE1_VERSION, STAGE2_VERSION, new_event, wait_until, write_config
 
 from idproxy_stream.config import config_from_dict
 from idproxy_stream.encoders.features import read_feature_table
@@ -25,14 +26,7 @@ from idproxy_stream.stream.topics import (
     stream_topics,
 )
 
-from .conftest import (
-    STAGE1_VERSION,
-    STAGE2_VERSION,
-    in_process_proxies,
-    new_event,
-    wait_until,
-    write_config,
-)
+from .conftest import in_process_proxies
 
 
 def last_json(logs: str) -> dict:
@@ -94,14 +88,14 @@ def test_stream_job_writes_a_row_per_event_and_drains_on_ray_job_stop(
 
 
 def test_encode_job_writes_features_of_every_catalogue_item(
-    ray_head, job_settings, bundle, tmp_path
+    ray_head, job_settings, staged_bundle, tmp_path
 ):
     output = tmp_path / "features"
     raw = job_settings(
         extract={
             "output_path": str(output),
-            "num_actors": 1,
-            "num_cpus_per_actor": 0.25,
+            "num_workers": 1,
+            "worker_num_cpus": 0.25,
             "batch_size": 64,
         }
     )
@@ -113,7 +107,7 @@ def test_encode_job_writes_features_of_every_catalogue_item(
     summary = last_json(ray_head.logs(job))  # jobs/encode.py prints its summary flat
     assert (summary["items_total"], summary["items_encoded"]) == (240, 240)
     written = read_feature_table(output, fingerprint=encoder_fingerprint(config.encoder))
-    reference = read_feature_table(bundle.features_dir)  # the same encoder, in-process
+    reference = read_feature_table(staged_bundle.features_dir)  # the same encoder, in-process
     order, reference_order = np.argsort(written.item_ids), np.argsort(reference.item_ids)
     np.testing.assert_array_equal(written.item_ids[order], reference.item_ids[reference_order])
     np.testing.assert_allclose(
@@ -146,12 +140,12 @@ def publish_shifted_version(model_dir, base: str, name: str) -> str:
 
 
 def test_backfill_job_recomputes_a_kafka_offset_range_with_a_named_version(
-    ray_head, job_settings, bundle, tmp_path
+    ray_head, job_settings, staged_bundle, tmp_path
 ):
     raw = job_settings()
     config = config_from_dict(raw)
     version = publish_shifted_version(
-        bundle.model_dir, STAGE1_VERSION, f"v3-{config.kafka.group_id}"
+        staged_bundle.model_dir, STAGE1_VERSION, f"v3-{config.kafka.group_id}"
     )
     ensure_topics(config.kafka, stream_topics(config.kafka), config.kafka.topic_partitions)
     events = [new_event(30_000 + index) for index in range(40)]

@@ -29,7 +29,7 @@ def test_encode_command_and_ray_job_entrypoint_write_and_resume_features(
         "encoder:\n"
         "  kind: text\n"
         "  layers: {num_clusters: 3, calibration_size: 8}\n"
-        "extract: {num_actors: 2, num_cpus_per_actor: 0.5, batch_size: 8}\n"
+        "extract: {num_workers: 2, worker_num_cpus: 0.5, batch_size: 8}\n"
     )
     result = CliRunner().invoke(app, ["encode", "--config", str(config), "--output", str(output)])
     assert result.exit_code == 0, result.output

@@ -24,7 +24,7 @@ def app_config(model_dir, image_root, **internvl) -> AppConfig:
             images=ImageInputConfig(allowed_roots=(image_root,)),
             layers=LayerClusterConfig(num_clusters=2, calibration_size=6),
         ),
-        extract=ExtractConfig(num_actors=2, num_cpus_per_actor=0.5, batch_size=3),
+        extract=ExtractConfig(num_workers=2, worker_num_cpus=0.5, batch_size=3),
     )
 
 

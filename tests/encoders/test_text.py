@@ -95,11 +95,9 @@ def test_segment_pooling_weighs_each_line_equally(minilm):
 
 
 def test_without_segment_pooling_lines_are_encoded_as_one_text():
-    config = TextEncoderConfig(segment_pooling=False, num_threads=1)
+    config = TextEncoderConfig(segment_pooling=False)
     encoder = TextEncoder(config)
     joined = encoder.encode([ContentItem("Toy Story\nA cowboy doll")])
-    pooled = TextEncoder(TextEncoderConfig(num_threads=1)).encode(
-        [ContentItem("Toy Story\nA cowboy doll")]
-    )
+    pooled = TextEncoder(TextEncoderConfig()).encode([ContentItem("Toy Story\nA cowboy doll")])
     assert not torch.allclose(joined.global_embedding, pooled.global_embedding)
-    assert encoder.fingerprint != TextEncoder(TextEncoderConfig(num_threads=1)).fingerprint
+    assert encoder.fingerprint != TextEncoder(TextEncoderConfig()).fingerprint

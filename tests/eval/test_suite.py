@@ -28,14 +28,14 @@ TINY_SYNTHETIC = {
         },
     },
     "split": {"warm_min_interactions": 30, "cold_min": 16, "cold_max": 30, "warmup_size": 5},
-    "extract": {"text_fields": ["title", "categories"]},
+    "encoder": {"text_fields": ["title", "categories"]},
 }
 FAST = AppConfig.model_validate(
     {
         "ranker": {"epochs": 3, "batch_size": 128, "learning_rate": 1e-2, "num_threads": 1},
         "stage1": {"epochs": 10, "tau": 10},
         "stage2": {"epochs": 1},
-        "encoder": {"text": {"num_threads": 1}, "layers": {"calibration_size": 64}},
+        "encoder": {"layers": {"calibration_size": 64}},
         "index": {"k": 5},
     }
 )

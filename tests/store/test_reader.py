@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from idproxy_stream.config import ReaderConfig
+from idproxy_stream.encoders.contract import ContentContract
+from idproxy_stream.encoders.layers import LayerClusters
 from idproxy_stream.index import IdSpace
-from idproxy_stream.store.reader import ProxyReader
+from idproxy_stream.proxy.model import ProxyManifest, ProxyModelSpec
+from idproxy_stream.store.reader import ProxyReader, serving_manifests
 from idproxy_stream.store.sqlite import SqliteStore
 
 from .conftest import DIM, make_record
@@ -83,3 +86,48 @@ def test_proxies_of_another_id_space_are_not_served(store, id_space, caplog) -> 
 def test_duplicate_ids_get_one_row_each(store, id_space) -> None:
     result = ProxyReader(store, id_space, ReaderConfig()).get([101, 101])
     assert result.source.tolist() == ["proxy", "proxy"]
+
+
+def manifest(version: str, encoder: str, with_contract: bool) -> ProxyManifest:
+    spec = ProxyModelSpec(encoder_dim=4, id_dim=DIM, clusters=LayerClusters((0,), 2))
+    content = ContentContract({"encoder.kind": "text", "encoder.text_fields": ["title"]})
+    return ProxyManifest(
+        version, encoder, "idspace0", spec, content=content if with_contract else None
+    )
+
+
+def test_proxies_outside_their_models_content_contract_are_not_served(tmp_path, id_space):
+    with SqliteStore(tmp_path / "contract.sqlite") as store:
+        fingerprint = id_space.fingerprint
+        store.upsert(
+            [
+                make_record(i, v, id_space_fingerprint=fingerprint)
+                for i, v in [(101, "ok"), (102, "old"), (100, "other"), (200, "unknown")]
+            ]
+        )
+        manifests = {
+            "ok": manifest("ok", "enc0", with_contract=True),
+            "old": manifest("old", "enc0", with_contract=False),  # trained before contracts
+            "other": manifest("other", "another-encoder", with_contract=True),
+        }
+        reader = ProxyReader(store, id_space, ReaderConfig(), manifests=manifests)
+        assert reader.get([101, 102, 100, 200]).source.tolist() == [
+            "proxy",
+            "fallback",
+            "fallback",
+            "fallback",
+        ]
+        unchecked = ProxyReader(store, id_space, ReaderConfig()).get([101, 102, 100, 200])
+        assert unchecked.source.tolist() == ["proxy"] * 4
+
+
+def test_serving_manifests_reads_every_version_of_a_registry(tmp_path):
+    from idproxy_stream.proxy.model import ProxyModel
+    from idproxy_stream.proxy.registry import publish_version
+
+    for version in ("a", "b"):
+        published = manifest(version, "enc0", with_contract=True)
+        publish_version(ProxyModel(published.spec), published, tmp_path)
+    manifests = serving_manifests(tmp_path)
+    assert sorted(manifests) == ["a", "b"]
+    assert manifests["b"].content == manifest("b", "enc0", True).content

@@ -12,24 +12,22 @@ import base64
 import io
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from tests_helpers import TINY_TRAINING
+from tests_helpers import T0, TINY_TRAINING, job_test_settings, wait_until
 
 from idproxy_stream.artifacts import BundleLayout
 from idproxy_stream.config import AppConfig, config_from_dict
 from idproxy_stream.events import DeadLetter, NewItemEvent
 from idproxy_stream.index.id_space import IdSpace
 from idproxy_stream.store.base import build_store
-from idproxy_stream.stream.broker import EmbeddedBroker
 from idproxy_stream.stream.publish import PublishReport, publish_events
 from idproxy_stream.stream.topics import (
     committed_offsets,
@@ -41,16 +39,7 @@ from idproxy_stream.stream.topics import (
 
 MAX_TEXT_CHARS = 2_000
 MAX_PIXELS = 1_000_000
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``condition`` every 0.2 s until it holds; fail with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.2)
+__all__ = ["T0", "TINY_TRAINING", "wait_until"]  # imported from here by the stream tests
 
 
 @dataclass(frozen=True)
@@ -58,12 +47,6 @@ class Bundle:
     model_dir: Path
     mature_item_id: int
     mature_threshold: int
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory) -> EmbeddedBroker:
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("tansu") / "broker.log") as running:
-        yield running
 
 
 @pytest.fixture(scope="session")
@@ -105,10 +88,11 @@ def stream_config(tmp_path, broker, bundle) -> Callable[..., AppConfig]:
     """Factory: a config for one test (own topics, group, store), with section overrides."""
 
     def make(**sections) -> AppConfig:
-        suffix = uuid.uuid4().hex[:8]
-        raw = {
-            **TINY_TRAINING,
-            "encoder": {
+        raw = job_test_settings(
+            broker.bootstrap_servers,
+            bundle.model_dir,
+            tmp_path / "proxies.sqlite",
+            encoder={
                 **TINY_TRAINING["encoder"],
                 "images": {
                     "allowed_roots": [str(tmp_path / "images")],
@@ -116,34 +100,14 @@ def stream_config(tmp_path, broker, bundle) -> Callable[..., AppConfig]:
                     "http_timeout_s": 2.0,
                 },
             },
-            "reader": {"maturity_threshold": bundle.mature_threshold},
-            "kafka": {
-                "bootstrap_servers": broker.bootstrap_servers,
-                "topic": f"items-{suffix}",
-                "dead_letter_topic": f"items-{suffix}.dlq",
-                "group_id": f"group-{suffix}",
-                "session_timeout_ms": 2_000,
-                "heartbeat_interval_ms": 500,
-                "fetch_max_wait_ms": 10,
-                "request_timeout_ms": 5_000,
-                "max_event_bytes": 200_000,
-                "topic_partitions": 4,
-            },
-            "stream": {
-                "model_dir": str(bundle.model_dir),
-                "num_workers": 1,
-                "worker_num_cpus": 0.25,
-                "source_num_cpus": 0.1,
-                "sink_num_cpus": 0.1,
-                "max_batch_size": 16,
+            reader={"maturity_threshold": bundle.mature_threshold},
+            kafka={"max_event_bytes": 200_000, "topic_partitions": 4},
+            stream={
                 "max_text_chars": MAX_TEXT_CHARS,
                 "model_poll_interval_s": 0.5,
-                "metrics_port": None,
                 "drain_timeout_s": 60,
-                "log_level": "WARNING",
             },
-            "store": {"sqlite": {"path": str(tmp_path / "proxies.sqlite")}},
-        }
+        )
         for section, values in sections.items():
             raw[section] = {**raw.get(section, {}), **values}
         config = config_from_dict(raw, "test settings")

@@ -150,3 +150,43 @@ def test_the_same_job_writes_redis_and_the_parquet_log_by_configuration_only(
     logged = ds.dataset(log_dir, format="parquet", partitioning="hive").to_table()
     assert set(logged.column("item_id").to_pylist()) == mix.valid_item_ids
     assert set(logged.column("model_version").to_pylist()) == {"v1"}
+
+
+@pytest.fixture(scope="module")
+def plot_bundle(bundle, tmp_path_factory):
+    """The session's ranker with a ProxyModel trained on title + genres + plot only."""
+    import shutil
+
+    from tests_helpers import TINY_TRAINING, merge_sections
+
+    from idproxy_stream.config import config_from_dict
+    from idproxy_stream.training.bundle import train_model_bundle
+
+    model_dir = tmp_path_factory.mktemp("plot") / "model"
+    shutil.copytree(bundle.model_dir, model_dir)
+    fields = {"text_fields": ["title", "categories", "description"]}
+    config = config_from_dict(merge_sections(TINY_TRAINING, {"encoder": fields}))
+    train_model_bundle(config, model_dir, version="v2-plot")  # reuses the ranker
+    return model_dir
+
+
+def test_a_model_trained_on_other_text_fields_is_refused_before_anything_starts(
+    stream_config, plot_bundle
+) -> None:
+    from idproxy_stream.proxy.model import ProxyModelError
+    from idproxy_stream.stream.pipeline import StreamJob, bundle_problem
+
+    trained = stream_config(
+        stream={"model_dir": str(plot_bundle)},
+        encoder={"text_fields": ["title", "categories", "description"]},
+    )
+    assert bundle_problem(trained) is None  # served with the fields it was trained on
+    serving = stream_config(
+        stream={"model_dir": str(plot_bundle)}, encoder={"text_fields": ["title", "categories"]}
+    )
+    with pytest.raises(ProxyModelError) as refused:
+        StreamJob(serving).start()
+    message = str(refused.value)
+    assert "v2-plot" in message and "\n" not in message
+    assert "encoder.text_fields is ['title', 'categories', 'description'] in training" in message
+    assert "but ['title', 'categories'] here" in message

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from idproxy_stream.stream.messages import WorkItem
-from idproxy_stream.stream.sink import ProxySink
-from idproxy_stream.stream.worker import ProxyWorker
+from idproxy_stream.stream.sink import ProxySink, SinkSettings
+from idproxy_stream.stream.worker import ProxyWorker, WorkerSettings
 from tests.stream.conftest import event, stored_rows
 
 
 @pytest.fixture
 def encoded(stream_config):
     config = stream_config()
-    worker = ProxyWorker(config, setup_logging=False)
+    worker = ProxyWorker(WorkerSettings.of(config))
     items = [WorkItem(config.kafka.topic, 1, 10 + i, event(400_000 + i)) for i in range(5)]
     return config, worker.encode(items)
 
 
 def test_written_rows_are_durable_checked_and_carry_their_coordinates(encoded) -> None:
     config, batch = encoded
-    sink = ProxySink(config, setup_logging=False)
+    sink = ProxySink(SinkSettings.of(config))
     outcome = sink.write(batch)
     sink.close()
     rows = {record.item_id: record for record in stored_rows(config)}  # a fresh connection
@@ -40,7 +42,7 @@ def test_written_rows_are_durable_checked_and_carry_their_coordinates(encoded) -
 
 def test_writing_the_same_batch_twice_leaves_one_row_per_item(encoded) -> None:
     config, batch = encoded
-    sink = ProxySink(config, setup_logging=False)
+    sink = ProxySink(SinkSettings.of(config))
     sink.write(batch)
     first = {r.item_id: r for r in stored_rows(config)}
     sink.write(batch)  # a re-delivery after a crash: same events, computed again
@@ -55,10 +57,17 @@ def test_writing_the_same_batch_twice_leaves_one_row_per_item(encoded) -> None:
 def test_void_proxies_become_dead_letters_under_that_policy(stream_config, encoded) -> None:
     _, batch = encoded
     config = stream_config(index={"k": 5, "void_policy": "dead_letter"})
-    sink = ProxySink(config, setup_logging=False)
+    sink = ProxySink(SinkSettings.of(config))
     sink.checker.threshold = -1.0  # every distance exceeds it: every proxy is void
     outcome = sink.write(batch)
     sink.close()
     assert not outcome.written and stored_rows(config) == []
     assert {r.reason for r in outcome.rejected} == {"proxy_void"}
     assert {r.offset for r in outcome.rejected} == {10, 11, 12, 13, 14}
+
+
+def test_building_a_sink_leaves_the_root_log_handlers_alone(stream_config) -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    ProxySink(SinkSettings.of(stream_config())).close()
+    assert (list(root.handlers), root.level) == (handlers, level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import shutil
 
 import numpy as np
@@ -12,10 +13,12 @@ import pytest
 import torch
 
 from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.encoders.contract import ContentContract
 from idproxy_stream.encoders.extract import extract_features
+from idproxy_stream.proxy.model import ProxyModelError
 from idproxy_stream.proxy.registry import latest_version, load_version, publish_version
 from idproxy_stream.stream.messages import WorkItem
-from idproxy_stream.stream.worker import ProxyWorker
+from idproxy_stream.stream.worker import ProxyWorker, WorkerSettings
 from tests.stream.conftest import bomb_png, event, png_bytes
 
 
@@ -31,7 +34,7 @@ def isolated_model_dir(tmp_path, bundle):
 def make_worker(stream_config, isolated_model_dir):
     def make(**stream_overrides):
         config = stream_config(stream={"model_dir": str(isolated_model_dir), **stream_overrides})
-        return ProxyWorker(config, setup_logging=False)
+        return ProxyWorker(WorkerSettings.of(config))
 
     return make
 
@@ -75,7 +78,7 @@ def test_proxies_equal_the_training_feature_path(make_worker) -> None:
         worker.encoder,
         items,
         clusters=worker.manifest.spec.clusters,
-        text_fields=worker.config.extract.text_fields,
+        text_fields=worker.settings.encoder.text_fields,
     )
     expected = worker.model.predict(
         torch.from_numpy(features.global_embedding), torch.from_numpy(features.cluster_states)
@@ -134,3 +137,24 @@ def test_a_version_for_another_encoder_is_refused_and_the_old_one_keeps_serving(
     assert latest_version(BundleLayout(isolated_model_dir).registry) == "v9"
     assert worker.refresh_model() == "v1"
     assert worker.encode(work_items([event(500_001)])).model_version == "v1"
+
+
+def test_a_version_trained_on_other_text_is_refused_and_the_old_one_keeps_serving(
+    make_worker, isolated_model_dir
+) -> None:
+    worker = make_worker()
+    trained = worker.manifest.content
+    other = ContentContract({**trained.settings, "encoder.text_fields": ["title"]})
+    publish_copy(isolated_model_dir, "v8", content=other)
+    assert worker.refresh_model() == "v1"
+    assert worker.encode(work_items([event(500_002)])).model_version == "v1"
+    # A new worker of this config has nothing it may serve, and says why.
+    with pytest.raises(ProxyModelError, match=r"encoder\.text_fields is \['title'\] in training"):
+        make_worker()
+
+
+def test_building_a_worker_leaves_logging_and_torch_threads_alone(stream_config) -> None:
+    root = logging.getLogger()
+    handlers, level, threads = list(root.handlers), root.level, torch.get_num_threads()
+    ProxyWorker(WorkerSettings.of(stream_config()))
+    assert (list(root.handlers), root.level, torch.get_num_threads()) == (handlers, level, threads)

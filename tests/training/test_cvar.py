@@ -73,7 +73,10 @@ def test_without_regeneration_warm_up_is_the_generic_one(cold_start_setting, fit
     generic = curve(cold_start_setting, fitted.proxies(rows))
     plain_settings = dataclasses.replace(fitted.settings, regenerate_during_warmup=False)
     plain = dataclasses.replace(fitted, settings=plain_settings)
-    assert curve(cold_start_setting, plain.cold_embeddings(rows)) == generic
+    # equal up to float summation order (thread counts differ between processes)
+    assert curve(cold_start_setting, plain.cold_embeddings(rows)) == [
+        pytest.approx(stage, rel=1e-7) for stage in generic
+    ]
     assert curve(cold_start_setting, fitted.cold_embeddings(rows)) != generic
 
 

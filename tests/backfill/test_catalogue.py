@@ -1,4 +1,4 @@
-"""``backfill/catalogue.py`` and the backfill's version choice (no Ray needed)."""
+"""``backfill/catalogue.py`` and the backfill's version choice (``runner.py``; no Ray needed)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
+from tests_helpers import STAGE1_VERSION, STAGE2_VERSION
 
 from idproxy_stream.backfill.catalogue import catalogue_label, catalogue_work
 from idproxy_stream.backfill.runner import BackfillError, backfill_version
 from idproxy_stream.config import config_from_dict
 from idproxy_stream.stream.publish import item_event
-
-from .conftest import STAGE1_VERSION, STAGE2_VERSION
 
 NOW = datetime(2026, 4, 1, tzinfo=UTC)
 
@@ -49,10 +48,10 @@ def test_catalogue_rows_become_the_events_publish_would_send():
     assert catalogue_label(config_from_dict({})) == "catalogue:synthetic"
 
 
-def test_backfill_uses_the_named_version_or_latest(bundle, tmp_path):
+def test_backfill_uses_the_named_version_or_latest(staged_bundle, tmp_path):
     named = config_from_dict({"backfill": {"model_version": STAGE1_VERSION}})
     assert backfill_version(named) == STAGE1_VERSION
-    latest = config_from_dict({"stream": {"model_dir": str(bundle.model_dir)}})
+    latest = config_from_dict({"stream": {"model_dir": str(staged_bundle.model_dir)}})
     assert backfill_version(latest) == STAGE2_VERSION
     empty = config_from_dict({"stream": {"model_dir": str(tmp_path)}})
     with pytest.raises(BackfillError, match="no published model"):

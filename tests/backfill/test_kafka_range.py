@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from tests_helpers import new_event
 
 from idproxy_stream.backfill.kafka_range import (
     OffsetRange,
@@ -18,8 +19,6 @@ from idproxy_stream.config import KafkaConfig, config_from_dict
 from idproxy_stream.stream.messages import Rejection, WorkItem
 from idproxy_stream.stream.publish import publish_events
 from idproxy_stream.stream.topics import end_offsets, ensure_topics
-
-from .conftest import new_event
 
 
 @pytest.fixture

@@ -1,0 +1,355 @@
+"""The actor dispatcher: batches to worker actors, their output to the sink, failures to the
+retry policy.
+
+A batch's flight: ``worker.encode.remote(items)`` on the least-loaded worker (at most
+``worker_queue_depth`` calls queued per worker); once its ``ObjectRef`` resolves,
+``sink.write.remote(ref)`` (the sink reads the worker's output straight from the object store);
+once that resolves, the batch is :class:`Written` with the sink's
+:class:`~idproxy_stream.stream.messages.BatchOutcome`. A flight that fails is judged by the
+:class:`RetryPolicy`: sent again (possibly after a jittered back-off), or given up
+(:class:`GaveUp`, whose events the source dead-letters as ``processing_failed``).
+
+=================  ==================  ====================  =========================
+failure            counts as attempt   delay before resend   also
+=================  ==================  ====================  =========================
+worker died        yes                 none                  the worker is replaced
+worker raised      yes                 none
+result lost        no                  none
+sink died          no                  none                  the sink is replaced
+sink raised        no                  jittered back-off     (store or output topic down)
+=================  ==================  ====================  =========================
+
+Before a batch is sent again, entries whose records are no longer current (their partition
+was abandoned meanwhile) are dropped: the one rule is the ledger's, passed in as
+``is_current``.
+
+No Ray here: the actors are reached through :class:`ActorSlot`-like objects and an
+:class:`ActorRuntime` (:class:`RayRuntime` in the stream; fakes in
+``tests/stream/test_dispatch.py``), which also turns Ray's errors into the failures above.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Protocol
+
+from idproxy_stream.stream.messages import BatchOutcome, WorkItem
+from idproxy_stream.stream.offsets import Ticket
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------ actor access
+
+
+class ActorDied(Exception):
+    """The actor that was to run the call is gone."""
+
+
+class TaskRaised(Exception):
+    """The actor ran the call and raised."""
+
+
+class ResultLost(Exception):
+    """The call's result is lost (not the actor's fault)."""
+
+
+class ActorRuntime(Protocol):
+    """How the dispatcher waits for and reads call results."""
+
+    def wait(self, refs: list[Any], timeout_s: float) -> list[Any]:
+        """The refs that are ready, once one is or after ``timeout_s``."""
+        ...
+
+    def get(self, ref: Any, timeout_s: float | None = None) -> Any:
+        """The call's value; raises :class:`ActorDied`, :class:`TaskRaised` or
+        :class:`ResultLost` (also when it takes longer than ``timeout_s``)."""
+        ...
+
+
+class RayRuntime:
+    """:class:`ActorRuntime` over Ray object refs."""
+
+    def wait(self, refs: list[Any], timeout_s: float) -> list[Any]:
+        import ray
+
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout_s)
+        if ready:  # collect every one that is ready, not only the first
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        return ready
+
+    def get(self, ref: Any, timeout_s: float | None = None) -> Any:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+
+        try:
+            return ray.get(ref, timeout=timeout_s)
+        except GetTimeoutError as error:
+            raise ResultLost(f"no result in {timeout_s} s") from error
+        except RayActorError as error:
+            raise ActorDied(str(error)) from error
+        except RayTaskError as error:
+            raise TaskRaised(str(error)) from error
+        except RayError as error:
+            raise ResultLost(str(error)) from error
+
+
+class Slot(Protocol):
+    """One role's current actor (``stream/actors.py: ActorSlot``)."""
+
+    handle: Any
+    generation: int
+    restarts: int
+
+    def replace(self, generation: int) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+# ---------------------------------------------------------------------- retry policy
+
+
+class Failure(StrEnum):
+    WORKER_DIED = "worker died"
+    WORKER_RAISED = "worker raised"
+    RESULT_LOST = "worker result lost"
+    SINK_DIED = "sink died"
+    SINK_RAISED = "sink failed"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off with jitter: ``min(max_s, base_s * 2**(n-1))`` for the n-th
+    failure, scaled by a random factor in ``[1 - jitter, 1]`` so retries of many batches do
+    not arrive together."""
+
+    base_s: float = 0.5
+    max_s: float = 10.0
+    jitter: float = 0.5
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        if failures <= 0:
+            return 0.0
+        ceiling = min(self.max_s, self.base_s * 2 ** min(failures - 1, 32))
+        return ceiling * (1.0 - self.jitter * rng.random())
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Events on their way through a worker and the sink, with their tickets (same order).
+
+    attempts: failures that count against ``max_attempts`` so far.
+    sink_failures: times the sink raised for this batch (for the back-off).
+    """
+
+    items: list[WorkItem]
+    tickets: list[Ticket]
+    attempts: int = 0
+    sink_failures: int = 0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What to do with a batch after a failure (see the module's table)."""
+
+    max_attempts: int
+    sink_backoff: Backoff = Backoff()
+
+    def after(
+        self, failure: Failure, batch: Batch, rng: random.Random
+    ) -> tuple[Batch, float] | None:
+        """The batch to send again and the delay before it, or None to give it up."""
+        counted = failure in (Failure.WORKER_DIED, Failure.WORKER_RAISED)
+        attempts = batch.attempts + counted
+        if counted and attempts >= self.max_attempts:
+            return None
+        sink_failures = batch.sink_failures + (failure is Failure.SINK_RAISED)
+        delay = self.sink_backoff.delay(sink_failures, rng) if failure is Failure.SINK_RAISED else 0
+        return replace(batch, attempts=attempts, sink_failures=sink_failures), float(delay)
+
+
+# -------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Written:
+    """The sink durably wrote the batch; ``outcome`` says which rows and which refusals."""
+
+    batch: Batch
+    outcome: BatchOutcome
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """The batch failed ``batch.attempts`` times; its events get no proxy."""
+
+    batch: Batch
+    why: str
+
+
+@dataclass
+class _Flight:
+    batch: Batch
+    stage: str  # "encode", then "write"
+    worker_index: int
+    worker_generation: int
+    sent_at: float
+    sink_generation: int = -1
+
+
+@dataclass(order=True)
+class _Retry:
+    not_before: float
+    batch: Batch = field(compare=False)
+
+
+class ActorDispatcher:
+    """Worker and sink slots, the flights between them, retries and give-ups.
+
+    Example::
+
+        dispatcher = ActorDispatcher(workers, sink, queue_depth=2,
+                                     policy=RetryPolicy(max_attempts=3),
+                                     is_current=ledger.is_current)
+        dispatcher.submit(Batch(items, tickets))
+        for result in dispatcher.collect(wait_s=0.02):   # Written or GaveUp
+            ...
+    """
+
+    def __init__(
+        self,
+        workers: list[Slot],
+        sink: Slot,
+        queue_depth: int,
+        policy: RetryPolicy,
+        is_current: Callable[[Ticket], bool],
+        runtime: ActorRuntime | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.workers = workers
+        self.sink = sink
+        self.queue_depth = queue_depth
+        self.policy = policy
+        self.is_current = is_current
+        self.runtime = runtime or RayRuntime()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.load = [0] * len(workers)
+        self.flights: dict[Any, _Flight] = {}
+        self.retries: list[_Retry] = []
+        self.resends = 0  # batches scheduled to be sent again
+        self.sink_errors = 0  # times the sink raised
+
+    # --------------------------------------------------------------------- sending
+
+    @property
+    def capacity(self) -> int:
+        """Batches the workers can take now."""
+        return sum(max(0, self.queue_depth - load) for load in self.load)
+
+    @property
+    def busy(self) -> bool:
+        """Whether any batch is in flight or waiting to be sent again."""
+        return bool(self.flights or self.retries)
+
+    def submit(self, batch: Batch) -> None:
+        """Send ``batch`` to the least-loaded worker (callers respect :attr:`capacity`)."""
+        index = min(range(len(self.workers)), key=self.load.__getitem__)
+        slot = self.workers[index]
+        ref = slot.handle.encode.remote(batch.items)
+        self.flights[ref] = _Flight(batch, "encode", index, slot.generation, self.clock())
+        self.load[index] += 1
+
+    def resend_due(self) -> None:
+        """Send the retries that are due, while workers have room; stale entries dropped."""
+        now = self.clock()
+        self.retries.sort()
+        while self.retries and self.retries[0].not_before <= now and self.capacity > 0:
+            batch = self.retries.pop(0).batch
+            live = [
+                (item, ticket)
+                for item, ticket in zip(batch.items, batch.tickets, strict=True)
+                if self.is_current(ticket)
+            ]
+            if live:
+                items, tickets = zip(*live, strict=True)
+                self.submit(replace(batch, items=list(items), tickets=list(tickets)))
+
+    # ------------------------------------------------------------------- collecting
+
+    def collect(self, wait_s: float) -> list[Written | GaveUp]:
+        """Advance every flight that resolved within ``wait_s``; returns finished batches."""
+        if not self.flights:
+            return []
+        finished: list[Written | GaveUp] = []
+        for ref in self.runtime.wait(list(self.flights), wait_s):
+            flight = self.flights.pop(ref)
+            if flight.stage == "encode":
+                self._encoded(ref, flight, finished)
+            else:
+                self._written(ref, flight, finished)
+        return finished
+
+    def _encoded(self, ref: Any, flight: _Flight, finished: list) -> None:
+        self.load[flight.worker_index] -= 1
+        try:
+            self.runtime.get(ref)
+        except ActorDied as error:
+            self.workers[flight.worker_index].replace(flight.worker_generation)
+            self._failed(flight.batch, Failure.WORKER_DIED, error, finished)
+            return
+        except TaskRaised as error:
+            self._failed(flight.batch, Failure.WORKER_RAISED, error, finished)
+            return
+        except ResultLost as error:
+            self._failed(flight.batch, Failure.RESULT_LOST, error, finished)
+            return
+        flight.stage = "write"
+        flight.sink_generation = self.sink.generation
+        self.flights[self.sink.handle.write.remote(ref)] = flight
+
+    def _written(self, ref: Any, flight: _Flight, finished: list) -> None:
+        try:
+            outcome: BatchOutcome = self.runtime.get(ref)
+        except ActorDied as error:
+            self.sink.replace(flight.sink_generation)
+            self._failed(flight.batch, Failure.SINK_DIED, error, finished)
+            return
+        except (TaskRaised, ResultLost) as error:
+            self.sink_errors += 1
+            self._failed(flight.batch, Failure.SINK_RAISED, error, finished)
+            return
+        finished.append(Written(flight.batch, outcome))
+
+    def _failed(self, batch: Batch, failure: Failure, error: Exception, finished: list) -> None:
+        decision = self.policy.after(failure, batch, self.rng)
+        if decision is None:
+            why = f"{failure}: {error}"
+            logger.error(
+                "a batch of %d failed %d times (%s): dead-lettering it",
+                len(batch.items),
+                batch.attempts + 1,
+                why,
+            )
+            finished.append(GaveUp(replace(batch, attempts=batch.attempts + 1), why))
+            return
+        again, delay = decision
+        self.resends += 1
+        log = logger.error if failure is Failure.SINK_RAISED else logger.warning
+        log("re-sending a batch of %d in %.1f s (%s: %s)", len(batch.items), delay, failure, error)
+        self.retries.append(_Retry(self.clock() + delay, again))
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Close the sink (its store and producer), then end every actor."""
+        try:
+            self.runtime.get(self.sink.handle.close.remote(), timeout_s)
+        except (ActorDied, TaskRaised, ResultLost) as error:
+            logger.warning("closing the sink: %s", error)
+        for slot in [*self.workers, self.sink]:
+            slot.stop()

@@ -1,0 +1,176 @@
+"""ActorDispatcher and its retry policy, with fake actor handles (no Ray, no Kafka).
+
+A fake worker resolves each ``encode`` call with the next behaviour of its script ("ok",
+"raise", "die" or "lost"); a fake sink resolves ``write`` with a BatchOutcome of the batch
+(or raises, or dies). A fake clock drives the back-off.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from idproxy_stream.events import NewItemEvent
+from idproxy_stream.stream.dispatch import (
+    ActorDispatcher,
+    Backoff,
+    Batch,
+    GaveUp,
+    RetryPolicy,
+    Written,
+)
+from idproxy_stream.stream.messages import WorkItem
+from idproxy_stream.stream.offsets import Ticket
+from tests.stream.fakes import FakeRuntime, FakeSink, FakeSlot, FakeWorker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def batch(*offsets: int, epoch: int = 0) -> Batch:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    items = [WorkItem("t", 0, o, NewItemEvent(item_id=o, created_at=created)) for o in offsets]
+    return Batch(items, [Ticket(0, o, epoch) for o in offsets])
+
+
+def dispatcher(
+    worker_scripts=([],),
+    sink_scripts=([],),
+    max_attempts=3,
+    is_current=lambda ticket: True,
+    queue_depth=2,
+    workers=1,
+    backoff=Backoff(),
+):
+    clock, runtime = Clock(), FakeRuntime()
+    worker_slots = [
+        FakeSlot(lambda script: FakeWorker(script, runtime), list(worker_scripts))
+        for _ in range(workers)
+    ]
+    sink = FakeSlot(lambda script: FakeSink(script, runtime), list(sink_scripts))
+    return (
+        ActorDispatcher(
+            worker_slots,
+            sink,
+            queue_depth,
+            RetryPolicy(max_attempts, backoff),
+            is_current,
+            runtime,
+            clock,
+            random.Random(0),
+        ),
+        clock,
+    )
+
+
+def run(dispatch: ActorDispatcher, clock: Clock, max_rounds: int = 50) -> list:
+    """Collect and re-send until nothing is in flight; the clock jumps to each retry."""
+    finished = []
+    for _ in range(max_rounds):
+        finished += dispatch.collect(wait_s=0.0)
+        if not dispatch.flights and dispatch.retries:
+            clock.now = max(clock.now, min(r.not_before for r in dispatch.retries))
+        dispatch.resend_due()
+        if not dispatch.busy:
+            return finished
+    raise AssertionError("the dispatcher never settled")
+
+
+def test_a_batch_whose_worker_keeps_raising_is_given_up_after_max_attempts() -> None:
+    dispatch, clock = dispatcher(worker_scripts=[["raise"] * 10], max_attempts=3)
+    dispatch.submit(batch(1, 2))
+    [result] = run(dispatch, clock)
+    assert isinstance(result, GaveUp) and result.batch.attempts == 3
+    assert "worker raised" in result.why
+    assert dispatch.workers[0].handle.calls == [[1, 2]] * 3
+    assert dispatch.resends == 2
+
+
+def test_a_dead_worker_is_replaced_once_and_all_its_batches_are_written() -> None:
+    dispatch, clock = dispatcher(worker_scripts=[["die", "die"], []])
+    dispatch.submit(batch(1))
+    dispatch.submit(batch(2))  # both queued on the worker that dies
+    results = run(dispatch, clock)
+    assert dispatch.workers[0].restarts == 1  # two failed calls, one replacement
+    assert sorted(r.batch.items[0].offset for r in results if isinstance(r, Written)) == [1, 2]
+    assert dispatch.workers[0].handle.calls == [[1], [2]]  # re-sent to the new worker
+
+
+def test_a_lost_result_is_resent_without_counting_an_attempt() -> None:
+    dispatch, clock = dispatcher(worker_scripts=[["lost"] * 5], max_attempts=2)
+    dispatch.submit(batch(7))
+    [result] = run(dispatch, clock)
+    assert isinstance(result, Written) and result.batch.attempts == 0
+
+
+def test_sink_failures_back_off_with_jitter_and_are_never_given_up() -> None:
+    backoff = Backoff(base_s=0.5, max_s=4.0, jitter=0.5)
+    dispatch, clock = dispatcher(sink_scripts=[["raise"] * 6], max_attempts=1, backoff=backoff)
+    dispatch.submit(batch(3))
+    sent_at = []
+    for _ in range(40):
+        dispatch.collect(wait_s=0.0)
+        if dispatch.retries:
+            sent_at.append((clock.now, dispatch.retries[0].not_before))
+            clock.now = dispatch.retries[0].not_before
+        dispatch.resend_due()
+        if not dispatch.busy:
+            break
+    delays = [due - now for now, due in sent_at]
+    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]  # doubling, capped at max_s
+    assert len(delays) == 6
+    assert all(c * 0.5 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len({round(d / c, 6) for d, c in zip(delays, ceilings, strict=True)}) > 1  # jitter
+    assert dispatch.sink_errors == 6 and dispatch.sink.handle.writes == 7
+    assert not dispatch.busy
+
+
+def test_a_dead_sink_is_replaced_and_the_batch_encoded_and_written_again() -> None:
+    dispatch, clock = dispatcher(sink_scripts=[["die"], []])
+    dispatch.submit(batch(4, 5))
+    [result] = run(dispatch, clock)
+    assert isinstance(result, Written) and dispatch.sink.restarts == 1
+    assert dispatch.workers[0].handle.calls == [[4, 5], [4, 5]]
+    assert result.batch.attempts == 0
+
+
+def test_a_retry_sends_only_events_whose_records_are_still_current() -> None:
+    stale = {Ticket(0, 2, 0)}
+    dispatch, clock = dispatcher(
+        worker_scripts=[["raise"]], is_current=lambda ticket: ticket not in stale
+    )
+    dispatch.submit(batch(1, 2, 3))
+    [result] = run(dispatch, clock)
+    assert [item.offset for item in result.batch.items] == [1, 3]
+    assert [t.offset for t in result.batch.tickets] == [1, 3]
+
+
+def test_a_retry_whose_records_were_all_abandoned_sends_nothing() -> None:
+    dispatch, clock = dispatcher(worker_scripts=[["raise"]], is_current=lambda ticket: False)
+    dispatch.submit(batch(1, 2))
+    assert run(dispatch, clock) == []
+    assert dispatch.workers[0].handle.calls == [[1, 2]]
+
+
+def test_batches_go_to_the_least_loaded_worker_up_to_the_queue_depth() -> None:
+    dispatch, _ = dispatcher(workers=2, queue_depth=2)
+    assert dispatch.capacity == 4
+    for offset in range(4):
+        dispatch.submit(batch(offset))
+    assert dispatch.load == [2, 2] and dispatch.capacity == 0
+    assert [w.handle.calls for w in dispatch.workers] == [[[0], [2]], [[1], [3]]]
+
+
+@pytest.mark.parametrize("failures", [0, 1, 2, 3, 10, 60])
+def test_backoff_doubles_from_the_base_and_stays_within_the_cap(failures: int) -> None:
+    backoff = Backoff(base_s=0.5, max_s=10.0, jitter=0.5)
+    delay = backoff.delay(failures, random.Random(failures))
+    ceiling = 0.0 if failures == 0 else min(10.0, 0.5 * 2 ** (failures - 1))
+    assert ceiling * 0.5 <= delay <= ceiling

@@ -1,0 +1,96 @@
+"""DeadLetterOutbox with a fake producer: acknowledged letters complete, failures go out
+again while their records are current, and a letter carries the record's original bytes."""
+
+from __future__ import annotations
+
+from idproxy_stream.events import DeadLetter, DeadLetterReason
+from idproxy_stream.stream.ledger import InFlightLedger
+from idproxy_stream.stream.messages import Rejection
+from idproxy_stream.stream.offsets import Ticket
+from idproxy_stream.stream.outbox import DeadLetterOutbox, PendingLetter, dead_letter_for
+
+TOPIC = "items.dlq"
+
+
+class NoMetadata(Exception):
+    """Stands in for kafka-python's error when the broker is away."""
+
+
+class FakeFuture:
+    def __init__(self) -> None:
+        self.is_done, self._ok, self.exception = False, False, None
+
+    def resolve(self, ok: bool) -> None:
+        self.is_done, self._ok = True, ok
+        self.exception = None if ok else NoMetadata("broker away")
+
+    def succeeded(self) -> bool:
+        return self._ok
+
+
+class FakeProducer:
+    def __init__(self, refuse_first: int = 0) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.futures: list[FakeFuture] = []
+        self.refuse = refuse_first
+
+    def send(self, topic, key=None, value=None):
+        if self.refuse:
+            self.refuse -= 1
+            raise NoMetadata("no metadata for the topic")
+        self.sent.append((topic, key, value))
+        self.futures.append(FakeFuture())
+        return self.futures[-1]
+
+
+def letter_for(ledger: InFlightLedger, offset: int) -> PendingLetter:
+    ticket = ledger.receive(0, offset, b"k", b"\xff not json", 1_700_000_000_000)
+    rejection = Rejection(0, offset, None, DeadLetterReason.NOT_JSON, "not JSON", "decode")
+    letter = dead_letter_for(ledger.held(ticket), rejection, "items", None)
+    return PendingLetter(ticket, letter, b"k")
+
+
+def test_a_letter_completes_only_once_the_broker_acknowledges_it() -> None:
+    ledger, producer = InFlightLedger(), FakeProducer()
+    outbox = DeadLetterOutbox(producer, TOPIC, ledger.is_current, (NoMetadata,))
+    outbox.send([letter_for(ledger, 3)])
+    assert outbox.acknowledged() == [] and len(outbox) == 1
+    producer.futures[0].resolve(ok=True)
+    [done] = outbox.acknowledged()
+    assert done.ticket == Ticket(0, 3, 0) and len(outbox) == 0
+    topic, key, value = producer.sent[0]
+    letter = DeadLetter.from_json_bytes(value)
+    assert (topic, key) == (TOPIC, b"k")
+    assert (letter.reason, letter.offset, letter.original_value) == (
+        "not_json",
+        3,
+        b"\xff not json",
+    )
+    assert letter.timestamp_ms == 1_700_000_000_000
+
+
+def test_a_failed_send_goes_out_again_while_its_record_is_current() -> None:
+    ledger, producer = InFlightLedger(), FakeProducer()
+    outbox = DeadLetterOutbox(producer, TOPIC, ledger.is_current, (NoMetadata,))
+    outbox.send([letter_for(ledger, 1), letter_for(ledger, 2)])
+    ledger.abandon({0})  # the partition moved away: offsets 1 and 2 are not ours any more
+    fresh = letter_for(ledger, 5)
+    outbox.send([fresh])
+    for future in producer.futures:
+        future.resolve(ok=False)
+    assert outbox.acknowledged() == []
+    assert len(producer.sent) == 4 and outbox.resends == 1  # only the current one again
+    producer.futures[-1].resolve(ok=True)
+    assert [p.ticket for p in outbox.acknowledged()] == [fresh.ticket]
+    assert fresh.sends == 2
+
+
+def test_a_letter_the_producer_refuses_to_take_is_sent_again_later() -> None:
+    ledger, producer = InFlightLedger(), FakeProducer(refuse_first=1)
+    outbox = DeadLetterOutbox(producer, TOPIC, ledger.is_current, (NoMetadata,))
+    pending = letter_for(ledger, 9)
+    outbox.send([pending])  # raises inside: kept, with the error
+    assert producer.sent == [] and pending.error is not None
+    assert outbox.acknowledged() == [] and len(producer.sent) == 1  # re-sent
+    producer.futures[0].resolve(ok=True)
+    assert [p.ticket for p in outbox.acknowledged()] == [pending.ticket]
