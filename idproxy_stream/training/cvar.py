@@ -7,13 +7,22 @@ conditioned on the item's interaction frequency ``f`` maps ``z`` back to an ID e
 item's embedding is ``decoder(z ~ p(z | x), f)``.
 
 How it works. On mature items' training samples, the ranker frozen, per batch (``iterations``
-Adam steps on the same batch, as in the official code):
+Adam steps on the same batch, as in the official code), the loss is, as in the official
+``main.py``, ``click + reconstruction + 1e-4 * sum over the batch of the alignment``:
 
-- reconstruction: ``|| decoder(z_e, f) - e ||²`` with ``z_e`` drawn from ``q(z | e)``;
-- alignment: the 2-Wasserstein distance between the diagonal Gaussians ``q(z | e)`` and
-  ``p(z | x)`` (``||μ - μ_p||² + ||σ - σ_p||²``, summed over the batch, weight 1e-4);
+- reconstruction: ``|| decoder(z_e, f) - e ||²`` (summed over dimensions, mean over the batch)
+  with ``z_e`` drawn from ``q(z | e)``; it trains the ID encoder and the decoder;
+- alignment: the squared 2-Wasserstein distance between the diagonal Gaussians ``q(z | e)``
+  and ``p(z | x)`` (``||μ - μ_p||² + ||σ - σ_p||²``); it pulls the content prior onto the ID
+  embeddings' latents, so that ``decoder(μ_p(x))`` lands near the ID embeddings;
 - click loss: the ranker's BCE with the candidate ID replaced by ``decoder(z_x, f)``, ``z_x``
   drawn from ``p(z | x)``.
+
+Model selection: every ``selection_every`` batches the cold-start embeddings
+``decoder(μ_p(x), f = 0)`` of the held-out items are scored through the ranker (the context's
+validation sets, or a seeded tenth of the mature items), and the best checkpoint is kept
+(checkpoint 0, the initialisation, whose output is about the mean ID, included); training
+stops after ``patience`` checkpoints without improvement.
 
 Cold start: ``decoder(μ_p(x), f = 0)``. Warm-up (:meth:`CvarModel.cold_embeddings`), as in the
 official code: after the protocol's optimiser has trained the cold embeddings on a stage, CVAR
@@ -24,13 +33,21 @@ every cold item's embedding is regenerated as ``decoder(μ_p(x), f)``.
 Deviations from the paper and the official code (BestActionNow/CVAR, ``model/warm.py`` class
 ``CVAR``, ``main.py`` function ``cvar``, ``datahub/movielens1M/movielens1M_preprocess.ipynb``):
 
-- Content is the encoder's ``global_embedding`` (standardised on the mature items). The
-  official prior encoder reads CVAR's own embeddings of the item's side features and of the
-  item ID itself; a per-item free embedding is left out here, since for a cold item it is
-  untrained noise at cold start.
+- Content is the encoder's ``global_embedding``, standardised on the fit items and divided by
+  sqrt(D_enc) (unit root-mean-square norm). The official prior encoder reads CVAR's own
+  embeddings of the item's side features and of the item ID itself; a per-item free embedding
+  is left out here, since for a cold item it is untrained noise at cold start. The division
+  matters: with hundreds of unit-variance inputs, one Adam step (1e-3 per weight, 10 per
+  batch) can move the prior's latent by more than the ID embeddings' spread; the content path
+  oscillated and memorised the few hundred fit items, and its held-out AUC fell below the
+  untrained networks' (whose output is about the mean ID) within the first epoch.
+- The alignment is weighted per sample: ``alignment_weight`` (0.2048) times its batch mean, the
+  official ``1e-4 *`` batch sum at the official batch of 2048, but independent of the batch
+  size.
+- Selection and early stopping (above); the official code trains one epoch and keeps it.
 - Frequency. The official ``count`` is the item's min-max normalised number of interactions in
   the whole log (for cold items this includes their test interactions); here ``f`` is the
-  number of interactions the method has seen divided by the largest mature count: the
+  number of interactions the method has seen divided by the largest count of a fit item: the
   training samples' count for mature items, 0 at cold start and the warm-up rows seen so far
   during warm-up. As in the official code the encoder reads the ID embedding only and the
   decoder is conditioned on ``f``.
@@ -54,6 +71,7 @@ from torch import nn
 from idproxy_stream.ranker.adapter import RankerAdapter
 from idproxy_stream.ranker.inputs import RankerBatch, RankerInputs
 from idproxy_stream.training.cold_start_context import (
+    BestCheckpoint,
     ContentScaler,
     ThroughRankerContext,
     click_loss,
@@ -67,30 +85,39 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CvarSettings:
-    """CVAR hyper-parameters (defaults from the official code).
+    """CVAR hyper-parameters (defaults from the official code, except the selection ones).
 
     latent_dim: size of z (16).
     batch_size, iterations, epochs: mature samples per batch (2048), Adam steps per batch (10,
-        ``cvar_iters``) and passes over the samples (1).
+        ``cvar_iters``) and at most this many passes over the samples (official 1; early
+        stopping usually ends training within the first two).
     learning_rate, weight_decay: Adam (1e-3, 1e-6).
-    alignment_weight: weight of the Wasserstein term (1e-4).
+    alignment_weight: weight of the batch-mean Wasserstein term (0.2048 = the official 1e-4 on
+        the sum over a batch of 2048).
     latent_noise: scale of the reparameterisation noise, z = μ + latent_noise * σ * ε (1e-4).
     warmup_epochs, warmup_iterations: CVAR's own training on each warm-up stage (1 and 10).
     regenerate_during_warmup: fine-tune on each warm-up stage and regenerate the cold items'
         embeddings after it (official); False = warm-up is the generic one.
+    selection_every, patience: score the held-out items every this many batches; stop after
+        ``patience`` scores without improvement.
+    holdout_fraction: share of mature items held out for selection when the context has no
+        validation sets.
     """
 
     latent_dim: int = 16
     batch_size: int = 2048
     iterations: int = 10
-    epochs: int = 1
+    epochs: int = 2
     learning_rate: float = 1e-3
     weight_decay: float = 1e-6
-    alignment_weight: float = 1e-4
+    alignment_weight: float = 0.2048
     latent_noise: float = 1e-4
     warmup_epochs: int = 1
     warmup_iterations: int = 10
     regenerate_during_warmup: bool = True
+    patience: int = 5
+    holdout_fraction: float = 0.1
+    selection_every: int = 4
 
 
 class CvarNetworks(nn.Module):
@@ -131,10 +158,11 @@ def wasserstein(
     mean_p: torch.Tensor,
     log_variance_p: torch.Tensor,
 ) -> torch.Tensor:
-    """Squared 2-Wasserstein distance of diagonal Gaussians (B, Z), summed over the batch."""
+    """(B,) squared 2-Wasserstein distance between diagonal Gaussians given by (B, Z) means and
+    log-variances."""
     means = (mean - mean_p).pow(2).sum(1)
     deviations = (torch.exp(0.5 * log_variance) - torch.exp(0.5 * log_variance_p)).pow(2).sum(1)
-    return (means + deviations).sum()
+    return means + deviations
 
 
 def cvar_loss(
@@ -157,7 +185,7 @@ def cvar_loss(
     """
     mean, log_variance = networks.posterior(id_embedding)
     mean_p, log_variance_p = networks.prior(content)
-    alignment = wasserstein(mean, log_variance, mean_p, log_variance_p)
+    alignment = wasserstein(mean, log_variance, mean_p, log_variance_p).mean()
     noise = settings.latent_noise
     latent = mean + noise * torch.exp(0.5 * log_variance) * torch.randn(
         mean.shape, generator=generator
@@ -279,17 +307,23 @@ class CvarColdEmbeddings:
 
 
 def fit_cvar(context: ThroughRankerContext, settings: CvarSettings = CvarSettings()) -> CvarModel:
-    """Train CVAR on the context's mature items through the frozen ranker."""
+    """Train CVAR on the context's mature items through the frozen ranker.
+
+    The validation items (the context's validation sets, or a held-out share of the mature
+    items) are never fit; every ``settings.selection_every`` batches their cold-start
+    embeddings ``decoder(μ_p(x), f = 0)`` are scored through the ranker and the best checkpoint
+    (0 = the initialisation) is kept (see the module docstring).
+    """
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(context.seed)
     id_table = context.id_table()
-    rows = context.mature_rows
+    rows, validation = context.selection_split(settings.holdout_fraction)
     samples = context.samples_of(rows)
     content = context.features.global_embedding
     max_count = float(context.item_counts[rows].max().clamp(min=1))
     with seeded_global_rng(context.seed):
         networks = CvarNetworks(
-            ContentScaler.fit(context.features, rows),
+            ContentScaler.fit(context.features, rows, unit_rms=True),
             context.features.encoder_dim,
             int(id_table.shape[1]),
             settings.latent_dim,
@@ -298,12 +332,22 @@ def fit_cvar(context: ThroughRankerContext, settings: CvarSettings = CvarSetting
         networks.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
     frequency = context.item_counts.float() / max_count
+
+    def selection_auc() -> float:
+        networks.eval()
+        return context.selection_scores(
+            validation,
+            lambda batch_rows: networks.generate(content[batch_rows], torch.zeros(len(batch_rows))),
+        )["selection"]
+
+    best = BestCheckpoint(networks, settings.patience, unit="checkpoint")
+    best.record(0, selection_auc())
     totals = {"click": 0.0, "reconstruction": 0.0, "alignment": 0.0}
-    steps = 0
-    networks.train()
+    steps, batches, stop = 0, 0, False
     with frozen_ranker(context.ranker):
         for _ in range(settings.epochs):
             for batch in samples.batches(settings.batch_size, shuffle=True, generator=generator):
+                networks.train()
                 for _ in range(settings.iterations):
                     loss, parts = cvar_loss(
                         networks,
@@ -321,8 +365,21 @@ def fit_cvar(context: ThroughRankerContext, settings: CvarSettings = CvarSetting
                     for name, value in parts.items():
                         totals[name] += value
                     steps += 1
+                batches += 1
+                if batches % settings.selection_every == 0:
+                    auc = selection_auc()
+                    logger.debug("cvar checkpoint %d selection auc %.4f", len(best.scores), auc)
+                    stop = best.record(len(best.scores), auc)
+                    if stop:
+                        break
+            if stop:
+                break
+        if not stop and batches % settings.selection_every:
+            best.record(len(best.scores), selection_auc())  # the batches after the last score
+    best.restore()
     networks.eval()
     metrics = {f"mean_{name}_loss": value / max(steps, 1) for name, value in totals.items()}
+    metrics.update(best.metrics())
     metrics.update({"steps": float(steps), "seconds": time.perf_counter() - started})
     logger.info("cvar fit: %s", metrics)
     return CvarModel(

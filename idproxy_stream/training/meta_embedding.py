@@ -22,10 +22,15 @@ Deviations from the paper and the official TensorFlow code (Feiyang/MetaEmbeddin
 
 - Content is the encoder's ``RowFeatures.global_embedding`` (standardised on the fit items)
   instead of the base model's frozen embeddings of the item's side features.
-- The generator is the official single dense tanh layer, scaled to the range of the mature ID
-  embeddings (the official code divides by 5 to match its embeddings' scale), with a bias
-  (the inputs are standardised, so the mean ID offset needs one); ``hidden_dim`` > 0 adds a
-  hidden layer.
+- The generator is the official single dense tanh layer placed in the fit items' ID
+  distribution: ``mean + spread ⊙ tanh(W x + b)``, with ``mean`` their mean ID embedding and
+  ``spread`` twice their per-dimension standard deviation (the official code divides the tanh
+  by 5 to match its embeddings' scale). ``W`` starts at U(-0.01, 0.01) and ``b`` at 0
+  (BestActionNow/CVAR's ``MetaE.init_metaE`` draws both from U(-0.01, 0.01)), so training
+  starts at the mean ID embedding. Scaling the tanh by the largest absolute ID value instead,
+  as this module first did, let the layer saturate: its embeddings had about twice the ID
+  embeddings' norm and ranked cold items worse than the mean ID, as a random start does.
+  ``hidden_dim`` > 0 adds a hidden layer.
 - The official code steps each sample's copy of the embedding by that single sample's gradient
   of a 500-sample batch mean (with ``cold_lr = 1e-4``) and only minimises ``L_b``; here the step
   uses the item's own mean loss over its mini-batch a, as the paper writes it, and the loss is
@@ -33,8 +38,13 @@ Deviations from the paper and the official TensorFlow code (Feiyang/MetaEmbeddin
   different scale from the official value; the default makes one step move an embedding about
   as far as the protocol's warm-up does on one stage.
 - Each epoch draws fresh a / b mini-batches (the official code rotates four fixed quarters of
-  each item's samples over 3 epochs); the epoch with the best cold-start AUC on held-out mature
-  items is kept (early stopping with ``patience``).
+  each item's samples over 3 epochs). After each epoch the generated embeddings of the held-out
+  items (the context's validation sets, or a seeded tenth of the mature items) are scored
+  through the ranker; the best epoch is kept (epoch 0, the mean ID start, included) and
+  training stops after ``patience`` epochs without improvement. With a few hundred fit items
+  and hundreds of content dimensions the generator memorises them within a few epochs; early
+  stopping is what regularises it (Adam without weight decay, as in the official code;
+  decoupled decay up to 0.1 did not change the selected model on the development data).
 - Only the candidate's ID embedding is generated; behaviour histories of mature items' samples
   hold warm items and read the ranker's own table. Meta-batches skip samples with an empty
   history: the reference ranker's target attention (softmax over an all-masked row) has no
@@ -43,7 +53,6 @@ Deviations from the paper and the official TensorFlow code (Feiyang/MetaEmbeddin
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -54,9 +63,9 @@ from torch.nn import functional as F
 
 from idproxy_stream.ranker.inputs import RankerInputs
 from idproxy_stream.training.cold_start_context import (
+    BestCheckpoint,
     ContentScaler,
     ThroughRankerContext,
-    candidate_auc,
     frozen_ranker,
     seeded_global_rng,
 )
@@ -73,11 +82,15 @@ class MetaEmbeddingSettings:
     items_per_batch: items per meta-batch (official 25).
     alpha: weight of the cold-start loss L_a (official 0.1).
     cold_learning_rate: step size of the one gradient step on the generated embedding.
-    learning_rate, weight_decay: Adam on the generator (official 1e-3).
-    epochs, patience: at most ``epochs`` passes over the fit items; stop when held-out AUC has
-        not improved for ``patience`` epochs.
-    holdout_fraction: share of mature items held out for model selection.
-    hidden_dim: 0 = the official one-layer generator; > 0 adds a hidden layer of that width.
+    learning_rate, weight_decay: Adam on the generator (official 1e-3, no decay); what keeps
+        the generator from memorising the few hundred fit items is early stopping.
+    spread: the generator's output range per dimension, in standard deviations of the fit items'
+        ID embeddings (output = mean ± spread * std * tanh(...)).
+    epochs, patience: at most ``epochs`` passes over the fit items; stop when the selection AUC
+        has not improved for ``patience`` epochs.
+    holdout_fraction: share of mature items held out for model selection when the context has
+        no validation sets.
+    hidden_dim: 0 = a one-layer generator; > 0 adds a hidden layer of that width.
     """
 
     shots: int = 20
@@ -86,6 +99,7 @@ class MetaEmbeddingSettings:
     cold_learning_rate: float = 0.3
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
+    spread: float = 2.0
     epochs: int = 30
     patience: int = 5
     holdout_fraction: float = 0.1
@@ -93,23 +107,40 @@ class MetaEmbeddingSettings:
 
 
 class MetaEmbeddingGenerator(nn.Module):
-    """Content (N, D_enc) -> initial ID embeddings (N, D): ``scale * tanh(f(standardised x))``."""
+    """Content (N, D_enc) -> initial ID embeddings (N, D): ``centre + spread ⊙ tanh(f(x))``.
+
+    ``x`` is the standardised content; ``centre`` (D,) is the mean ID embedding of the fit items
+    and ``spread`` (D,) their per-dimension standard deviation times
+    :attr:`MetaEmbeddingSettings.spread`. The last layer starts near zero (weights
+    U(-0.01, 0.01), bias 0), so the generator starts at the mean ID embedding, and ``tanh``
+    keeps every output within ``centre ± spread``.
+    """
 
     def __init__(
-        self, scaler: ContentScaler, encoder_dim: int, id_dim: int, hidden_dim: int, scale: float
+        self,
+        scaler: ContentScaler,
+        encoder_dim: int,
+        hidden_dim: int,
+        centre: torch.Tensor,
+        spread: torch.Tensor,
     ) -> None:
         super().__init__()
         self.scaler = scaler
-        self.scale = scale
+        id_dim = int(centre.shape[0])
+        self.register_buffer("centre", centre.clone())
+        self.register_buffer("spread", spread.clone())
         if hidden_dim > 0:
             self.network: nn.Module = nn.Sequential(
                 nn.Linear(encoder_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, id_dim)
             )
+            last = self.network[-1]
         else:
-            self.network = nn.Linear(encoder_dim, id_dim)
+            self.network = last = nn.Linear(encoder_dim, id_dim)
+        nn.init.uniform_(last.weight, -0.01, 0.01)
+        nn.init.zeros_(last.bias)
 
     def forward(self, content: torch.Tensor) -> torch.Tensor:
-        return self.scale * torch.tanh(self.network(self.scaler(content)))
+        return self.centre + self.spread * torch.tanh(self.network(self.scaler(content)))
 
 
 @dataclass
@@ -172,43 +203,36 @@ def fit_meta_embedding(
     """Meta-train the generator on the context's mature items (see the module docstring)."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(context.seed)
-    fit_rows, holdout_rows = context.split_mature(settings.holdout_fraction)
+    fit_rows, validation = context.selection_split(settings.holdout_fraction)
     samples = context.samples_of(fit_rows)
     # the ranker's target attention has no second derivative for an empty history (softmax
     # over an all-masked row), so the meta-gradient is taken on samples with a history
     samples = samples.subset((samples.history > 0).any(1))
     item_samples = PerItemSamples(samples, fit_rows)
     usable = torch.nonzero(item_samples.counts >= 2).squeeze(1)
-    holdout_samples = context.samples_of(holdout_rows)
     content = context.features.global_embedding
-    id_targets = context.id_table()[context.mature_rows]
+    id_targets = context.id_table()[fit_rows]
     with seeded_global_rng(context.seed):
         model = MetaEmbeddingGenerator(
             ContentScaler.fit(context.features, fit_rows),
             context.features.encoder_dim,
-            int(id_targets.shape[1]),
             settings.hidden_dim,
-            float(id_targets.abs().max()),
+            centre=id_targets.mean(0),
+            spread=settings.spread * id_targets.std(0),
         )
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
     ranker = context.ranker
 
-    def holdout_auc() -> float:
-        if len(holdout_rows) == 0:
-            return float("nan")
-        with torch.no_grad():
-            model.eval()
-            return candidate_auc(
-                ranker, holdout_samples, holdout_rows, model(content[holdout_rows])
-            )
+    def selection_auc() -> float:
+        model.eval()
+        return context.selection_scores(validation, lambda rows: model(content[rows]))["selection"]
 
-    best_auc, best_epoch, since_best, epochs_run = holdout_auc(), 0, 0, 0
-    best_state = copy.deepcopy(model.state_dict())
+    best = BestCheckpoint(model, settings.patience)
+    best.record(0, selection_auc())
     with frozen_ranker(ranker):
         for epoch in range(1, settings.epochs + 1):
-            epochs_run = epoch
             model.train()
             order = usable[torch.randperm(len(usable), generator=generator)]
             for start in range(0, len(order), settings.items_per_batch):
@@ -236,23 +260,14 @@ def fit_meta_embedding(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            auc = holdout_auc()
-            logger.info("meta-embedding epoch %d held-out cold-start auc %.4f", epoch, auc)
-            if len(holdout_rows) == 0 or auc > best_auc:
-                best_auc, best_epoch, since_best = auc, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                since_best += 1
-                if since_best >= settings.patience:
-                    break
-    model.load_state_dict(best_state)
+            auc = selection_auc()
+            logger.info("meta-embedding epoch %d selection auc %.4f", epoch, auc)
+            if best.record(epoch, auc):
+                break
+    best.restore()
     model.eval()
-    metrics = {
-        "best_holdout_auc": best_auc,
-        "best_epoch": float(best_epoch),
-        "epochs_run": float(epochs_run),
-        "seconds": time.perf_counter() - started,
-    }
+    metrics = best.metrics()
+    metrics["seconds"] = time.perf_counter() - started
     logger.info("meta-embedding fit: %s", metrics)
     return MetaEmbeddingModel(generator=model, content=content, metrics=metrics)
 

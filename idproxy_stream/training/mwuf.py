@@ -37,8 +37,8 @@ Deviations from the paper and the reference PyTorch code (BestActionNow/CVAR,
   sample's own user embedding and writes ``scale ⊙ e + shift`` into the table once before
   warm-up, using the users of warm-up set a before it is seen; here the shift is zero until
   users arrive, and the meta networks keep being applied during warm-up, as in the paper.
-- Base. New items start from the mean of the *mature* ID embeddings (the reference code averages
-  every row of the table, padding and untrained rows included).
+- Base. New items start from the mean of the fit (mature) items' ID embeddings (the reference
+  code averages every row of the table, padding and untrained rows included).
 - Content is the encoder's ``global_embedding`` (standardised on the mature items) instead of
   embeddings of categorical side features.
 - Initialisation: the networks start at the identity warm-up (scale 1, shift 0); the reference
@@ -48,6 +48,11 @@ Deviations from the paper and the reference PyTorch code (BestActionNow/CVAR,
   (reference 1e-3 on a ~12x larger dataset). With ``epochs`` > 1, each pass restarts the cold
   embeddings at the base.
 - The meta networks are not trained on the cold items' warm-up rows.
+- Selection. The reference code trains one pass and keeps it. Here the items of the context's
+  validation sets are never fit, and with ``epochs`` > 1 the epoch whose cold-start embeddings
+  rank them best is kept (early stopping with ``patience``); with one epoch, or without
+  validation sets, the last epoch is kept. The untrained networks are no candidate: they are
+  plain warm-up from the mean, not MWUF.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from torch import nn
 
 from idproxy_stream.ranker.inputs import RankerInputs
 from idproxy_stream.training.cold_start_context import (
+    BestCheckpoint,
     ContentScaler,
     ThroughRankerContext,
     click_loss,
@@ -82,6 +88,8 @@ class MwufSettings:
         2048 over ML-1M's ~850k samples; 3e-3 suits ML-100K's ~70k at batch 256; reference
         weight decay 1e-6).
     batch_size, epochs: training batches of mature samples and passes over them.
+    patience: with ``epochs`` > 1, stop when the selection AUC has not improved for this many
+        epochs.
     """
 
     hidden_dim: int = 16
@@ -90,6 +98,7 @@ class MwufSettings:
     weight_decay: float = 1e-6
     batch_size: int = 256
     epochs: int = 1
+    patience: int = 2
 
 
 def user_representations(
@@ -224,11 +233,17 @@ def mature_user_means(
 
 
 def fit_mwuf(context: ThroughRankerContext, settings: MwufSettings = MwufSettings()) -> MwufModel:
-    """Train the meta scaling and shifting networks on the context's mature items."""
+    """Train the meta scaling and shifting networks on the context's mature items.
+
+    With validation sets in the context their items are not fit, and with ``epochs`` > 1 the
+    epoch whose cold-start embeddings (``scale(content) ⊙ base``) rank them best is kept; the
+    untrained networks are no candidate (they are plain warm-up from the mean, not MWUF).
+    """
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(context.seed)
     id_table = context.id_table()
-    rows = context.mature_rows
+    rows = context.fit_rows_outside_validation()
+    validation = dict(context.validation or {})
     samples = context.samples_of(rows)
     content = context.features.global_embedding
     base = id_table[rows].mean(0)
@@ -244,9 +259,18 @@ def fit_mwuf(context: ThroughRankerContext, settings: MwufSettings = MwufSetting
     meta_optimizer = torch.optim.Adam(
         networks.parameters(), lr=settings.meta_learning_rate, weight_decay=settings.weight_decay
     )
+
+    def selection_auc() -> float:
+        networks.eval()
+        return context.selection_scores(
+            validation,
+            lambda batch_rows: networks.scale(networks.scaler(content[batch_rows])) * base,
+        )["selection"]
+
+    best = BestCheckpoint(networks, settings.patience, include_initial=False)
     cold_loss_total, warm_loss_total, steps = 0.0, 0.0, 0
     with frozen_ranker(context.ranker):
-        for _ in range(settings.epochs):
+        for epoch in range(1, settings.epochs + 1):
             cold = nn.Parameter(base.expand(len(rows), -1).clone())
             cold_optimizer = torch.optim.Adam([cold], lr=settings.embedding_learning_rate)
             networks.train()
@@ -269,13 +293,19 @@ def fit_mwuf(context: ThroughRankerContext, settings: MwufSettings = MwufSetting
                 cold_loss_total += cold_loss.item()
                 warm_loss_total += warm_loss.item()
                 steps += 1
+            # one epoch leaves nothing to choose between: skip scoring it
+            score = selection_auc() if settings.epochs > 1 else float("nan")
+            if best.record(epoch, score):
+                break
+    best.restore()
     networks.eval()
     metrics = {
         "mean_cold_loss": cold_loss_total / max(steps, 1),
         "mean_warm_loss": warm_loss_total / max(steps, 1),
         "steps": float(steps),
-        "seconds": time.perf_counter() - started,
     }
+    metrics.update(best.metrics())
+    metrics["seconds"] = time.perf_counter() - started
     logger.info("mwuf fit: %s", metrics)
     return MwufModel(
         networks=networks, base=base, id_table=id_table, content=content, metrics=metrics

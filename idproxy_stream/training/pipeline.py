@@ -19,7 +19,12 @@ from idproxy_stream.ranker.adapter import RankerAdapter
 from idproxy_stream.ranker.inputs import RankerInputs
 from idproxy_stream.training.item_features import RowFeatures
 from idproxy_stream.training.selection import select_coarse_scale, selection_auc
-from idproxy_stream.training.stage1 import Stage1Result, fit_ridge_coarse, train_stage1
+from idproxy_stream.training.stage1 import (
+    Stage1Result,
+    fit_ridge_coarse,
+    split_mature_rows,
+    train_stage1,
+)
 from idproxy_stream.training.stage2 import samples_of_items, train_stage2
 
 logger = logging.getLogger(__name__)
@@ -106,6 +111,29 @@ def stage2_data(
         num_rows = int(features.global_embedding.shape[0])
         weights = item_balanced_weights(train, num_rows, config.item_weight_power)
     return Stage2Data(train=train, validation=validation, item_weights=weights)
+
+
+def idproxy_validation_sets(
+    features: RowFeatures,
+    mature_rows: torch.Tensor,
+    ranker_samples: RankerInputs,
+    extra_samples: RankerInputs | None,
+    stage1_config: Stage1Config,
+    stage2_config: Stage2Config,
+) -> dict[str, RankerInputs]:
+    """The validation sets :func:`train_idproxy` selects on for these arguments, without training.
+
+    For the other cold-start methods, so they are chosen on the same held-out samples as IDProxy
+    (pass them as ``ThroughRankerContext.validation``). The held-out mature items are Stage 1's
+    seeded split of ``mature_rows``; the new-like items, Stage 2's of ``extra_samples``.
+    """
+    fit_rows, holdout_rows = split_mature_rows(
+        mature_rows, stage1_config.holdout_fraction, stage1_config.seed
+    )
+    data = stage2_data(
+        ranker_samples, extra_samples, fit_rows, holdout_rows, features, stage2_config
+    )
+    return data.validation
 
 
 def train_idproxy(

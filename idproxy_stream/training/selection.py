@@ -9,6 +9,7 @@ embedding replaced by its proxy.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,7 +30,43 @@ def proxies_for_rows(model: ProxyModel, features: RowFeatures, rows: torch.Tenso
     return proxies[inverse]
 
 
+Embed = Callable[[torch.Tensor], torch.Tensor]
+"""A stand-in for the ranker's ID lookup: candidate rows (B,) -> embeddings (B, D_id)."""
+
+
 @torch.no_grad()
+def embedding_auc(
+    ranker: RankerAdapter, samples: RankerInputs, embed: Embed, batch_size: int = 4096
+) -> float:
+    """AUC of the ranker on ``samples`` with each candidate's ID replaced by ``embed(rows)``.
+
+    Args:
+        embed: candidate rows (B,) -> (B, D_id) embeddings (a proxy model, a generator, ...).
+    """
+    if len(samples) == 0:
+        return float("nan")
+    logits = [ranker.forward(batch, embed(batch.item)) for batch in samples.batches(batch_size)]
+    return roc_auc(samples.label.numpy(), torch.cat(logits).numpy())
+
+
+def validation_aucs(
+    ranker: RankerAdapter, validation: dict[str, RankerInputs], embed: Embed
+) -> dict[str, float]:
+    """:func:`embedding_auc` on each usable validation set, plus their mean under ``"selection"``.
+
+    A set is usable when it has samples of both labels; with none usable the selection score
+    is NaN (and nothing can be chosen by it). Every model selection through the ranker (IDProxy's
+    stages and the through-ranker baselines) is scored by this one function.
+    """
+    scores = {
+        name: embedding_auc(ranker, samples, embed)
+        for name, samples in validation.items()
+        if len(samples) and len(torch.unique(samples.label)) > 1
+    }
+    scores["selection"] = float(np.mean(list(scores.values()))) if scores else float("nan")
+    return scores
+
+
 def proxy_auc(
     model: ProxyModel,
     ranker: RankerAdapter,
@@ -39,11 +76,9 @@ def proxy_auc(
 ) -> float:
     """AUC of the ranker on ``samples`` with each candidate's ID replaced by its proxy."""
     model.eval()
-    logits = [
-        ranker.forward(batch, proxies_for_rows(model, features, batch.item))
-        for batch in samples.batches(batch_size)
-    ]
-    return roc_auc(samples.label.numpy(), torch.cat(logits).numpy())
+    return embedding_auc(
+        ranker, samples, lambda rows: proxies_for_rows(model, features, rows), batch_size
+    )
 
 
 def selection_auc(
@@ -54,16 +89,10 @@ def selection_auc(
 ) -> dict[str, float]:
     """Proxy AUC on each usable validation set, plus their mean under ``"selection"``.
 
-    A set is usable when it has samples of both labels; with none usable the selection score
-    is NaN (and nothing can be chosen by it).
+    See :func:`validation_aucs`.
     """
-    scores = {
-        name: proxy_auc(model, ranker, features, samples)
-        for name, samples in validation.items()
-        if len(samples) and len(torch.unique(samples.label)) > 1
-    }
-    scores["selection"] = float(np.mean(list(scores.values()))) if scores else float("nan")
-    return scores
+    model.eval()
+    return validation_aucs(ranker, validation, lambda rows: proxies_for_rows(model, features, rows))
 
 
 @torch.no_grad()

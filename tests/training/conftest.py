@@ -7,6 +7,7 @@ random initial embedding by a wide margin there.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -35,7 +36,9 @@ class ColdStartSetting:
     stages: tuple[RankerInputs, ...]
     cold_test: RankerInputs
 
-    def context(self, seed: int = 0) -> ThroughRankerContext:
+    def context(
+        self, seed: int = 0, validation: dict[str, RankerInputs] | None = None
+    ) -> ThroughRankerContext:
         return ThroughRankerContext(
             ranker=self.ranker,
             features=self.features,
@@ -43,7 +46,31 @@ class ColdStartSetting:
             samples=self.samples,
             item_counts=interaction_counts(self.samples, len(self.features.has_features)),
             seed=seed,
+            validation=validation,
         )
+
+    def validation(self, seed: int = 0, misleading: bool = False) -> dict[str, RankerInputs]:
+        """``{"mature": samples of a seeded fifth of the mature items}``; ``misleading`` flips
+        their labels, so the worst ranking scores best."""
+        context = self.context(seed)
+        _, held = context.split_mature(0.2)
+        samples = context.samples_of(held)
+        if misleading:
+            samples = dataclasses.replace(samples, label=1.0 - samples.label)
+        return {"mature": samples}
+
+    def with_flipped_labels_of(self, context: ThroughRankerContext) -> ThroughRankerContext:
+        """``context`` whose training samples of the validation items have flipped labels: a
+        fit that never reads those samples is unchanged by it."""
+        flip = torch.isin(context.samples.item, context.validation_rows())
+        label = torch.where(flip, 1.0 - context.samples.label, context.samples.label)
+        return dataclasses.replace(
+            context, samples=dataclasses.replace(context.samples, label=label)
+        )
+
+    def mature_norm(self) -> float:
+        """Mean L2 norm of the mature items' ID embeddings."""
+        return float(self.id_table()[self.mature_rows].norm(dim=1).mean())
 
     def id_table(self) -> torch.Tensor:
         return self.ranker.id_embedding_table().detach().clone()

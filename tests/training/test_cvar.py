@@ -86,3 +86,34 @@ def test_fit_and_warm_up_leave_the_ranker_bit_identical(
     fit_cvar(cold_start_setting.context(seed=4), dataclasses.replace(SETTINGS, iterations=1))
     curve(cold_start_setting, fitted.cold_embeddings(cold_start_setting.cold_rows))
     assert_ranker_unchanged()
+
+
+def test_cold_start_embeddings_are_about_as_long_as_the_mature_ids(cold_start_setting, fitted):
+    norm = float(fitted.proxies(cold_start_setting.cold_rows).norm(dim=1).mean())
+    mature = cold_start_setting.mature_norm()
+    assert mature / 2 < norm < 2 * mature
+
+
+def test_the_content_path_reconstructs_held_out_ids_better_than_their_mean(cold_start_setting):
+    setting = cold_start_setting
+    validation = setting.validation()
+    context = setting.context(0, validation)
+    model = fit_cvar(context, SETTINGS)
+    held = context.validation_rows()
+    targets = context.id_table()[held]
+    error = (model.proxies(held) - targets).pow(2).sum(1).mean()
+    mean_error = context.id_table()[context.fit_rows_outside_validation()].mean(0) - targets
+    assert error < mean_error.pow(2).sum(1).mean()
+
+
+def test_validation_sets_choose_the_checkpoint_and_their_items_are_never_fit(cold_start_setting):
+    setting = cold_start_setting
+    honest = fit_cvar(setting.context(0, setting.validation()), SETTINGS)
+    misled = fit_cvar(setting.context(0, setting.validation(misleading=True)), SETTINGS)
+    for model in (honest, misled):
+        recorded = [v for k, v in model.metrics.items() if k.startswith("selection_auc_checkpoint")]
+        assert model.metrics["best_selection_auc"] == max(recorded)
+    assert honest.metrics["best_checkpoint"] > misled.metrics["best_checkpoint"]
+    context = setting.context(0, setting.validation())
+    unread = fit_cvar(setting.with_flipped_labels_of(context), SETTINGS)
+    assert torch.equal(unread.proxies(setting.cold_rows), honest.proxies(setting.cold_rows))

@@ -76,3 +76,34 @@ def test_mini_batches_a_and_b_are_disjoint_samples_of_their_own_item(cold_start_
     assert torch.equal(samples.item[a], rows[a_owner])
     assert torch.equal(samples.item[b], rows[b_owner])
     assert torch.equal(torch.bincount(a_owner), torch.full((len(rows),), 5))
+
+
+def test_the_untrained_generator_gives_the_fit_items_mean_id(cold_start_setting):
+    context = cold_start_setting.context(seed=0)
+    untrained = fit_meta_embedding(context, dataclasses.replace(SETTINGS, epochs=0))
+    fit_rows, _ = context.split_mature(SETTINGS.holdout_fraction)
+    mean_id = context.id_table()[fit_rows].mean(0)
+    proxies = untrained.proxies(cold_start_setting.cold_rows)
+    assert torch.allclose(proxies, mean_id.expand_as(proxies), atol=0.05)
+
+
+def test_generated_embeddings_are_about_as_long_as_the_mature_ids(cold_start_setting, fitted):
+    norm = float(fitted.proxies(cold_start_setting.cold_rows).norm(dim=1).mean())
+    mature = cold_start_setting.mature_norm()
+    assert mature / 2 < norm < 2 * mature
+
+
+def test_validation_sets_choose_the_epoch_and_their_items_are_never_fit(cold_start_setting):
+    setting = cold_start_setting
+    honest = fit_meta_embedding(setting.context(0, setting.validation()), SETTINGS)
+    misled = fit_meta_embedding(setting.context(0, setting.validation(misleading=True)), SETTINGS)
+    for model in (honest, misled):
+        recorded = [v for k, v in model.metrics.items() if k.startswith("selection_auc_epoch_")]
+        assert model.metrics["best_selection_auc"] == max(recorded)
+    assert honest.metrics["best_epoch"] > misled.metrics["best_epoch"]
+    assert setting.cold_auc(honest.proxies(setting.cold_rows)) > setting.cold_auc(
+        misled.proxies(setting.cold_rows)
+    )
+    context = setting.context(0, setting.validation())
+    unread = fit_meta_embedding(setting.with_flipped_labels_of(context), SETTINGS)
+    assert torch.equal(unread.proxies(setting.cold_rows), honest.proxies(setting.cold_rows))

@@ -96,3 +96,42 @@ def test_fit_and_warm_up_leave_the_ranker_and_the_global_rng_unchanged(
     curve(cold_start_setting, model.cold_embeddings(cold_start_setting.cold_rows))
     assert_ranker_unchanged()
     assert torch.equal(torch.random.get_rng_state(), rng_state)
+
+
+def test_warmed_embeddings_are_about_as_long_as_the_mature_ids_once_users_arrive(
+    cold_start_setting, fitted
+):
+    # at cold start MWUF is the scaled mean ID by design (no users yet), shorter than any ID;
+    # from the first warm-up stage on the shift reads the item's users
+    setting = cold_start_setting
+    state = fitted.cold_embeddings(setting.cold_rows)
+    warmup_curve(
+        setting.ranker,
+        setting.id_table(),
+        setting.cold_rows,
+        state,
+        setting.stages[:1],
+        setting.cold_test,
+        learning_rate=1e-2,
+        epochs=1,
+    )
+    norm = float(state.embeddings().norm(dim=1).mean())
+    mature = setting.mature_norm()
+    assert mature / 2 < norm < 2 * mature
+
+
+def test_validation_sets_choose_the_epoch_and_their_items_are_never_fit(cold_start_setting):
+    setting = cold_start_setting
+    context = setting.context(0, setting.validation())
+    honest = fit_mwuf(context, SETTINGS)
+    misled = fit_mwuf(setting.context(0, setting.validation(misleading=True)), SETTINGS)
+    for model in (honest, misled):
+        recorded = [v for k, v in model.metrics.items() if k.startswith("selection_auc_epoch_")]
+        assert model.metrics["best_selection_auc"] == max(recorded)
+    assert honest.metrics["best_epoch"] != misled.metrics["best_epoch"]
+    fit_rows = context.fit_rows_outside_validation()
+    assert not torch.isin(context.validation_rows(), fit_rows).any()
+    assert torch.allclose(honest.base, context.id_table()[fit_rows].mean(0))
+    unread = fit_mwuf(setting.with_flipped_labels_of(context), SETTINGS)
+    rows = setting.cold_rows
+    assert torch.equal(unread.cold_start_embeddings(rows), honest.cold_start_embeddings(rows))

@@ -9,6 +9,7 @@ from idproxy_stream.config import Stage1Config, Stage2Config
 from idproxy_stream.ranker.inputs import RankerInputs
 from idproxy_stream.training.item_features import RowFeatures
 from idproxy_stream.training.pipeline import (
+    idproxy_validation_sets,
     item_balanced_weights,
     split_new_like_items,
     stage2_data,
@@ -117,3 +118,20 @@ def test_ridge_fallback_serves_the_best_candidate_on_the_validation_items(
     assert served >= metrics["stage2_stage1_valid_auc"] - 1e-9
     if metrics["served_model"] == "ridge":
         assert training.model.spec.projector_hidden == 0 and training.model.gate.closed
+
+
+def test_the_validation_sets_for_other_methods_are_the_ones_idproxy_selects_on(
+    tiny_ranker, encoded_parts, planted_features
+):
+    features, mature, samples, rare = inputs(encoded_parts, planted_features)
+    stage1 = STAGE1.model_copy(update={"epochs": 1})
+    stage2 = STAGE2.model_copy(update={"epochs": 1, "ridge_fallback": False})
+    training = train_idproxy(tiny_ranker, features, mature, samples, rare, stage1, stage2)
+    validation = idproxy_validation_sets(features, mature, samples, rare, stage1, stage2)
+    fit_rows = mature[~torch.isin(mature, training.holdout_rows)]
+    used = stage2_data(samples, rare, fit_rows, training.holdout_rows, features, stage2).validation
+    assert validation.keys() == used.keys() == {"mature", "new_like"}
+    assert torch.equal(torch.unique(validation["mature"].item), training.holdout_rows)
+    for name in used:
+        assert torch.equal(validation[name].item, used[name].item)
+        assert torch.equal(validation[name].label, used[name].label)
