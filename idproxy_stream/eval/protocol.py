@@ -56,7 +56,11 @@ from idproxy_stream.training.cvar import fit_cvar
 from idproxy_stream.training.item_features import RowFeatures
 from idproxy_stream.training.meta_embedding import meta_embedding_proxies
 from idproxy_stream.training.mwuf import fit_mwuf
-from idproxy_stream.training.pipeline import IdProxyTraining, train_idproxy
+from idproxy_stream.training.pipeline import (
+    IdProxyTraining,
+    idproxy_validation_sets,
+    train_idproxy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +197,14 @@ def method_proxies(
         samples=ranker_samples,
         item_counts=interaction_counts(ranker_samples, data.vocab.num_item_rows),
         seed=seed,
+        validation=idproxy_validation_sets(
+            data.features,
+            mature,
+            ranker_samples,
+            data.inputs["rare"],
+            config.stage1.model_copy(update={"seed": seed}),
+            config.stage2.model_copy(update={"seed": seed}),
+        ),
     )
     builders: dict[str, Callable[[], torch.Tensor]] = {
         "random": lambda: baselines.random_proxies(targets, count, seed),
