@@ -357,6 +357,13 @@ def evaluate(
     only: Annotated[
         str | None, typer.Option(help="with --suite: comma-separated subset of its datasets")
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="with --suite: read back datasets already finished with the same config, "
+            "seeds and methods instead of running them again"
+        ),
+    ] = False,
 ) -> None:
     """Run the cold-start protocol for every method and seed; write report.md/json + plots."""
     import shlex
@@ -387,6 +394,7 @@ def evaluate(
             only,
             chosen_methods,
             chosen_oracles,
+            resume,
         )
         return
     from idproxy_stream.eval.run import run_evaluation
@@ -413,7 +421,7 @@ def evaluate(
 
 
 def _evaluate_suite(
-    app_config, suite, data_root, output, command, seeds, only, methods, oracles
+    app_config, suite, data_root, output, command, seeds, only, methods, oracles, resume
 ) -> None:
     """``idproxy eval --suite``: every dataset of the suite, then the combined report."""
     from idproxy_stream.eval.suite import load_suite, run_suite
@@ -430,6 +438,7 @@ def _evaluate_suite(
         progress=_progress,
         methods=methods,
         oracles=oracles,
+        resume=resume,
     )
     typer.echo((output / "report.md").read_text())
 
