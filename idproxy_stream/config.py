@@ -576,6 +576,21 @@ class KafkaConfig(FrozenModel):
     sasl_password_env: str | None = None
     ssl_cafile: Path | None = None
     max_event_bytes: int = Field(5_000_000, ge=1, description="larger records are dead-lettered")
+    dead_letter_value_bytes: int = Field(
+        4_096,
+        ge=0,
+        le=1_000_000,
+        description="a dead letter holds at most this many bytes of the record's value (and "
+        "key), plus the value's length and SHA-256",
+    )
+    max_future_skew_s: float = Field(
+        86_400.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="an event whose created_at is further than this in the future is "
+        "dead-lettered (created_at_out_of_range): it would pin its row, the order key "
+        "compares created_at first",
+    )
     unknown_event_fields: Literal["ignore", "dead_letter"] = Field(
         "ignore",
         description="fields a NewItemEvent does not define: ignore them (producers may add "

@@ -38,10 +38,13 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
+from idproxy_stream.stream.backoff import Backoff
 from idproxy_stream.stream.messages import BatchOutcome, WorkItem
 from idproxy_stream.stream.offsets import Ticket
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["ActorDispatcher", "Backoff", "Batch", "GaveUp", "RetryPolicy", "Written"]
 
 
 # ------------------------------------------------------------------------ actor access
@@ -123,23 +126,6 @@ class Failure(StrEnum):
 
 
 @dataclass(frozen=True)
-class Backoff:
-    """Exponential back-off with jitter: ``min(max_s, base_s * 2**(n-1))`` for the n-th
-    failure, scaled by a random factor in ``[1 - jitter, 1]`` so retries of many batches do
-    not arrive together."""
-
-    base_s: float = 0.5
-    max_s: float = 10.0
-    jitter: float = 0.5
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        if failures <= 0:
-            return 0.0
-        ceiling = min(self.max_s, self.base_s * 2 ** min(failures - 1, 32))
-        return ceiling * (1.0 - self.jitter * rng.random())
-
-
-@dataclass(frozen=True)
 class Batch:
     """Events on their way through a worker and the sink, with their tickets (same order).
 
@@ -158,7 +144,7 @@ class RetryPolicy:
     """What to do with a batch after a failure (see the module's table)."""
 
     max_attempts: int
-    sink_backoff: Backoff = Backoff()
+    sink_backoff: Backoff = field(default_factory=Backoff)
 
     def after(
         self, failure: Failure, batch: Batch, rng: random.Random

@@ -19,11 +19,14 @@ from pathlib import Path
 import ray
 import yaml
 
+from idproxy_stream.config import with_updates
+from idproxy_stream.stream.publish import publish_events
 from idproxy_stream.stream.topics import committed_offsets
 from tests.stream.conftest import (
     Mix,
     assert_exactly_once_effect,
     bad_records,
+    dead_letters,
     publish,
     stored_rows,
     wait_until,
@@ -153,3 +156,39 @@ def test_fault_rebalance_while_busy(stream_config, start_job, bundle, tmp_path) 
     assert_exactly_once_effect(config, joined(first, second), reports)
     wait_until(lambda: job_a.refresh().assigned == (0, 1, 2, 3), 60, "a to own every partition")
     assert job_a.refresh().rebalances >= 3  # joined, b joined, b left
+
+
+# Records that each stopped every partition (issue 12, items 1 and 2), with their reasons.
+POISON = [
+    (b'{"item_id":5,"created_at":"0001-01-01T00:00:00+01:00"}', "created_at_out_of_range"),
+    (b'{"item_id":' + b"9" * 5_000 + b',"created_at":1}', "wrong_shape"),
+    (b"[" * 100_000 + b"]" * 100_000, "not_json"),
+    (b'{"item_id":6,"created_at":"9999-12-31T23:59:59Z"}', "created_at_out_of_range"),
+    (b'{"item_id":7,"created_at":"2100-01-01T00:00:00Z"}', "created_at_out_of_range"),
+    (b'{"item_id":8,"title":"' + b"x" * 2_000_000 + b'","created_at":1}', "event_too_large"),
+]
+
+
+def test_fault_poisoned_records_are_dead_lettered_once_and_every_valid_event_stored(
+    stream_config, start_job, tmp_path
+) -> None:
+    """The source survives every record above: valid events around them are all stored, each
+    bad one has one bounded dead letter, and every partition commits to its end."""
+    config = stream_config(stream={"max_batch_size": 8})
+    job = start_job(config, "poison")
+    mix = Mix()
+    mix.add_valid(range(6_000_000, 6_000_030))
+    for value, reason in POISON:
+        mix.add(value, reason)
+        mix.add_valid([6_000_100 + len(mix.payloads)])
+    mix.add_valid(range(6_000_030, 6_000_060))
+    # The 2 MB record needs a producer that may send it; the job's limit stays at 200 kB.
+    publisher = with_updates(config.kafka, max_event_bytes=5_000_000)
+    reports = [publish_events(publisher, mix.payloads, one_record_per_batch=True)]
+    assert_exactly_once_effect(config, mix, reports)
+    stats = job.refresh()
+    assert stats.restarts["source"] == 0, "a record killed the source actor"
+    assert stats.dead_letters_total == len(POISON) and stats.dead_letters_given_up == 0
+    letters = [letter for letter in dead_letters(config) if letter.reason == "event_too_large"]
+    assert [len(letter.to_json_bytes()) < 8_000 for letter in letters] == [True]
+    assert letters[0].value_truncated and letters[0].value_bytes == len(POISON[-1][0])
