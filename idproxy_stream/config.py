@@ -646,7 +646,17 @@ class StreamConfig(WorkerPoolConfig):
         "serves (reader.maturity_threshold interactions) instead of computing a proxy",
     )
     max_attempts: int = Field(
-        3, ge=1, description="tries of a batch whose worker raised before its events are dead"
+        3,
+        ge=1,
+        description="failures of a batch before it is split in halves, and raises of a "
+        "one-event batch before its event is dead-lettered (processing_failed)",
+    )
+    max_worker_deaths: int = Field(
+        10,
+        ge=1,
+        description="worker deaths (OOM, pre-emption: not the event's fault, so not attempts) "
+        "a one-event batch may meet before its event is dead-lettered (worker_died); at least "
+        "max_attempts",
     )
     commit_interval_ms: int = Field(100, ge=0, description="at most one offset commit per interval")
     drain_timeout_s: float = Field(60.0, gt=0, description="on stop: wait this long for in-flight")
@@ -663,6 +673,8 @@ class StreamConfig(WorkerPoolConfig):
     def _resume_below_bound(self) -> StreamConfig:
         if self.resume_below >= self.max_in_flight:
             raise ValueError("stream.resume_below must be lower than stream.max_in_flight")
+        if self.max_worker_deaths < self.max_attempts:
+            raise ValueError("stream.max_worker_deaths must be at least stream.max_attempts")
         return self
 
 

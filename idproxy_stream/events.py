@@ -335,7 +335,8 @@ class DeadLetterReason(StrEnum):
     ITEM_ALREADY_MATURE = "item_already_mature"  # served by its own ID embedding
     ENCODE_FAILED = "encode_failed"  # the encoder raised for this item alone
     PROXY_NOT_FINITE = "proxy_not_finite"  # the model produced NaN / inf
-    PROCESSING_FAILED = "processing_failed"  # the worker raised for the batch max_attempts times
+    PROCESSING_FAILED = "processing_failed"  # the worker raised max_attempts times for it alone
+    WORKER_DIED = "worker_died"  # its worker died max_worker_deaths times with it alone
     # the sink (stream/sink.py)
     PROXY_VOID = "proxy_void"  # void proxy under index.void_policy: dead_letter
 

@@ -15,7 +15,10 @@ reads only the header). Pillow's own ``DecompressionBombError`` is caught too. O
 raster formats are opened (no EPS, which would run Ghostscript).
 
 Every failure raises a subclass of :class:`ImageInputError` whose ``reason`` is the
-:class:`~idproxy_stream.events.DeadLetterReason` the stream puts on the dead letter.
+:class:`~idproxy_stream.events.DeadLetterReason` the stream puts on the dead letter — also an
+unexpected one (a NUL byte in a path, a malformed URL, a library's own error): :func:`load_image`
+turns any other exception into :class:`ImageInputError` (``image_invalid``), so a bad reference
+is its item's dead letter and never fails the batch it came in.
 """
 
 from __future__ import annotations
@@ -84,9 +87,17 @@ class ImageSourceUnsupportedError(ImageInputError):
 def load_image(ref: str | bytes, config: ImageInputConfig) -> Image.Image:
     """Fetch, check and decode an image reference into an RGB ``PIL.Image``.
 
-    Raises a subclass of :class:`ImageInputError` (see the module docstring).
+    Raises a subclass of :class:`ImageInputError` and nothing else (see the module docstring).
     """
-    return decode_image(read_image_bytes(ref, config), config)
+    try:
+        return decode_image(read_image_bytes(ref, config), config)
+    except ImageInputError:
+        raise
+    except Exception as error:  # a reference must never escape its item's dead letter
+        raise ImageInputError(
+            f"the image reference cannot be read ({type(error).__name__}); send a file://, "
+            "http(s)://, s3:// or data: URI, or base64"
+        ) from None
 
 
 def read_image_bytes(ref: str | bytes | bytearray | memoryview, config: ImageInputConfig) -> bytes:
@@ -165,6 +176,8 @@ def _require_inline(config: ImageInputConfig) -> None:
 
 
 def _read_file(uri: str, config: ImageInputConfig) -> bytes:
+    if "\x00" in unquote(uri):
+        raise ImageInputError("the file URI holds a NUL byte (%00): send a valid file path")
     parsed = urlparse(uri)
     if parsed.netloc not in ("", "localhost"):
         raise ImageSourceUnsupportedError(

@@ -116,7 +116,7 @@ class StreamSource:
             [ActorSlot(worker_spec, "worker") for _ in range(stream.num_workers)],
             ActorSlot(sink_spec, "sink"),
             stream.worker_queue_depth,
-            RetryPolicy(stream.max_attempts),
+            RetryPolicy(stream.max_attempts, max_worker_deaths=stream.max_worker_deaths),
             self.ledger.is_current,
         )
         self.outbox: DeadLetterOutbox | None = None
@@ -355,15 +355,17 @@ class StreamSource:
         return letters
 
     def _gave_up(self, result: GaveUp) -> list[PendingLetter]:
-        """Dead letters for every event of a batch the retry policy gave up on."""
+        """Dead letters for the event(s) of a batch the retry policy gave up on."""
         letters = []
-        for item, ticket in zip(result.batch.items, result.batch.tickets, strict=True):
+        batch = result.batch
+        for item, ticket in zip(batch.items, batch.tickets, strict=True):
             rejection = Rejection(
                 item.partition,
                 item.offset,
                 item.event.item_id,
-                DeadLetterReason.PROCESSING_FAILED,
-                f"failed {result.batch.attempts} times: {result.why}",
+                DeadLetterReason(result.reason),
+                f"its worker raised {batch.attempts} times and died {batch.deaths} times "
+                f"with it alone: {result.why}",
                 "worker",
             )
             letter = self._letter(ticket, rejection, None)

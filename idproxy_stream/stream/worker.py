@@ -14,6 +14,11 @@ a CPU here). Per batch it
    ``encoder.text_fields``), pools layer states by the model's clusters and runs the ProxyModel:
    ``(B, D_enc), (B, K, D_enc) -> (B, D_id)``. Only these small vectors leave the worker.
 
+**Per-item failures stay per item.** Anything that fails for one event while its input is
+prepared (any exception, not only image errors) is that event's refusal; an encoder call that
+fails for the batch is bisected — each half encoded again, down to single events — and only the
+events that fail alone are refused (``encode_failed``). Neighbours of a bad event are written.
+
 **Hot model swap.** Every ``model_poll_interval_s`` the worker reads the registry's ``LATEST``;
 a new version is loaded (fingerprints and content contract checked against this encoder, its
 text fields and the ID space) and used from the next batch on. Each batch carries the version
@@ -210,6 +215,18 @@ class ProxyWorker:
             else np.zeros(len(items), bool)
         )
         for item, is_mature in zip(items, mature, strict=True):
+            try:
+                content, refusal = (None, None) if is_mature else self._content(item)
+            except Exception as error:  # one event's failure is that event's dead letter
+                logger.warning("item %d: preparing its input failed: %r", item.event.item_id, error)
+                rejected.append(
+                    self._rejection(
+                        item,
+                        DeadLetterReason.ENCODE_FAILED,
+                        f"preparing the item's input failed ({type(error).__name__})",
+                    )
+                )
+                continue
             if is_mature:
                 rejected.append(
                     self._rejection(
@@ -221,7 +238,6 @@ class ProxyWorker:
                     )
                 )
                 continue
-            content, refusal = self._content(item)
             if refusal is not None:
                 rejected.append(refusal)
             else:
@@ -263,22 +279,7 @@ class ProxyWorker:
         width = self.manifest.spec.id_dim
         if not accepted:
             return [], np.zeros((0, width), np.float32), []
-        try:
-            proxies = self._run_model([content for _, content in accepted])
-            pairs = [(item, proxies[i]) for i, (item, _) in enumerate(accepted)]
-            failures: list[Rejection] = []
-        except Exception as error:  # the batch fails as a whole: find the item(s) at fault
-            logger.warning("batch of %d failed (%s); encoding one by one", len(accepted), error)
-            pairs, failures = [], []
-            for item, content in accepted:
-                try:
-                    pairs.append((item, self._run_model([content])[0]))
-                except Exception as single_error:
-                    failures.append(
-                        self._rejection(
-                            item, DeadLetterReason.ENCODE_FAILED, f"encoding failed: {single_error}"
-                        )
-                    )
+        pairs, failures = self._encode_bisecting(accepted)
         rows, vectors = [], []
         for item, vector in pairs:
             if not np.isfinite(vector).all():
@@ -304,6 +305,26 @@ class ProxyWorker:
             np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, width), np.float32)
         )
         return rows, stacked, failures
+
+    def _encode_bisecting(
+        self, accepted: list[tuple[WorkItem, ContentItem]]
+    ) -> tuple[list[tuple[WorkItem, np.ndarray]], list[Rejection]]:
+        """Proxies of ``accepted`` in one call; if it fails, each half again (bisection), so
+        only the events that fail alone are refused (``encode_failed``)."""
+        try:
+            proxies = self._run_model([content for _, content in accepted])
+            return [(item, proxies[i]) for i, (item, _) in enumerate(accepted)], []
+        except Exception as error:
+            if len(accepted) == 1:
+                item = accepted[0][0]
+                logger.warning("item %d: encoding failed: %r", item.event.item_id, error)
+                message = f"encoding failed ({type(error).__name__}: {error})"
+                return [], [self._rejection(item, DeadLetterReason.ENCODE_FAILED, message)]
+            logger.warning("batch of %d failed (%r); bisecting", len(accepted), error)
+        middle = len(accepted) // 2
+        first, first_failures = self._encode_bisecting(accepted[:middle])
+        second, second_failures = self._encode_bisecting(accepted[middle:])
+        return first + second, first_failures + second_failures
 
     @torch.inference_mode()
     def _run_model(self, contents: list[ContentItem]) -> np.ndarray:

@@ -9,6 +9,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from idproxy_stream.config import ImageInputConfig
@@ -23,6 +25,7 @@ from idproxy_stream.encoders.images import (
     ImageUndecodableError,
     load_image,
 )
+from idproxy_stream.events import DeadLetterReason
 
 from .conftest import png_bytes
 
@@ -266,3 +269,51 @@ def test_every_image_error_is_an_image_input_error_with_a_reason():
     reasons = {cls("x").reason for cls in classes}
     assert all(issubclass(cls, ImageInputError) for cls in classes)
     assert len(reasons) == len(classes)
+
+
+# ------------------------------------------------ hostile references never escape ImageInputError
+
+hostile_pieces = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6
+) | st.sampled_from(
+    ["\x00", "%00", "%", "%2e%2e/", "../", "//", "\\", "?", "#", "[", "]", "@", ":"]
+)
+hostile_paths = st.lists(hostile_pieces, max_size=8).map("".join)
+hostile_references = st.one_of(
+    hostile_paths.map(lambda path: f"file://{path}"),
+    hostile_paths.map(lambda path: f"file:///{path}"),
+    hostile_paths.map(lambda path: f"http://{path}"),
+    hostile_paths.map(lambda path: f"s3://{path}"),
+    hostile_paths.map(lambda path: f"data:{path}"),
+    hostile_paths.map(lambda path: f"data:image/png;base64,{path}"),
+    hostile_paths,
+    st.text(max_size=40),
+    st.binary(max_size=64),
+    st.sampled_from(["file:///x.png%00.jpg", "file:///x.png\x00.jpg", "file://[/x", "http://[::1"]),
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(reference=hostile_references)
+def test_hostile_references_only_ever_raise_image_input_errors(reference, roots) -> None:
+    """Whatever the reference, the result is an image or an ImageInputError with a reason
+    (the worker turns it into that item's dead letter); http stays off, nothing is fetched."""
+    allowed, _ = roots
+    config = file_config(allowed, allow_http=False, allow_s3=False)
+    try:
+        image = load_image(reference, config)
+    except ImageInputError as error:
+        assert error.reason in DeadLetterReason.__members__.values()
+        assert "\n" not in str(error)
+    else:
+        assert image.mode == "RGB"
+
+
+def test_a_nul_byte_in_a_file_uri_is_an_invalid_image_not_a_value_error(roots) -> None:
+    allowed, _ = roots
+    for reference in ("file:///x.png%00.jpg", f"file://{allowed}/x.png\x00.jpg"):
+        with pytest.raises(ImageInputError, match="NUL") as caught:
+            load_image(reference, file_config(allowed))
+        assert caught.value.reason == "image_invalid"

@@ -27,6 +27,7 @@ from tests.stream.conftest import (
     assert_exactly_once_effect,
     bad_records,
     dead_letters,
+    event,
     publish,
     stored_rows,
     wait_until,
@@ -192,3 +193,37 @@ def test_fault_poisoned_records_are_dead_lettered_once_and_every_valid_event_sto
     letters = [letter for letter in dead_letters(config) if letter.reason == "event_too_large"]
     assert [len(letter.to_json_bytes()) < 8_000 for letter in letters] == [True]
     assert letters[0].value_truncated and letters[0].value_bytes == len(POISON[-1][0])
+
+
+def current_worker(job):
+    return job.handles()[0]["workers"][0]
+
+
+def test_fault_bad_image_and_three_worker_deaths_in_a_row_lose_no_valid_event(
+    stream_config, start_job, tmp_path
+) -> None:
+    """Issue 12 items 3 and 4. A NUL byte in an image URI is that item's dead letter only
+    (``image_invalid``), never its batch's; and one worker killed three times in a row, each
+    time with batches in flight, dead-letters nothing (deaths are not attempts: a batch that
+    keeps meeting them is bisected, and an event alone has ``max_worker_deaths``)."""
+    config = stream_config(stream={"num_workers": 1, "max_batch_size": 16, "max_attempts": 3})
+    job = start_job(config, "deaths")
+    mix = Mix()
+    mix.add_valid(range(7_000_000, 7_000_100))
+    for item_id in (7_000_500, 7_000_501):
+        nul = event(item_id, image_uri="file:///x.png%00.jpg").to_json_bytes()
+        mix.add(nul, "image_invalid", item_id)
+    mix.add_valid(range(7_000_100, 7_000_200))
+    reports = [publish(config, mix.payloads)]
+    wait_until(lambda: busy(job, min_rows=16, min_in_flight=40), 120, "the job to be busy")
+    for _ in range(3):
+        worker = current_worker(job)
+        ray.kill(worker)
+        wait_until(
+            lambda worker=worker: current_worker(job)._actor_id != worker._actor_id,
+            60,
+            "the dead worker to be replaced",
+        )
+    assert_exactly_once_effect(config, mix, reports)
+    stats = job.refresh()
+    assert stats.restarts["worker"] == 3 and stats.dead_letters == {"image_invalid": 2}

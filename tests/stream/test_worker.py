@@ -158,3 +158,53 @@ def test_building_a_worker_leaves_logging_and_torch_threads_alone(stream_config)
     handlers, level, threads = list(root.handlers), root.level, torch.get_num_threads()
     ProxyWorker(WorkerSettings.of(stream_config()))
     assert (list(root.handlers), root.level, torch.get_num_threads()) == (handlers, level, threads)
+
+
+def test_a_nul_byte_image_uri_refuses_that_item_alone(make_worker) -> None:
+    """Issue 12 item 3: ``file:///x.png%00.jpg`` raised ValueError and failed the batch."""
+    worker = make_worker()
+    events = [event(810_000 + n) for n in range(6)]
+    events[2] = event(810_002, image_uri="file:///x.png%00.jpg")
+    events[4] = event(810_004, image_uri="file:///x.png\x00.jpg")
+    batch = worker.encode(work_items(events))
+    assert {r.item_id: r.reason for r in batch.rejected} == {
+        810_002: "image_invalid",
+        810_004: "image_invalid",
+    }
+    assert [row.item_id for row in batch.rows] == [810_000, 810_001, 810_003, 810_005]
+
+
+def test_an_encoder_failure_is_bisected_and_refuses_only_the_failing_item(
+    make_worker, monkeypatch
+) -> None:
+    worker = make_worker()
+    real_encode, calls = worker.encoder.encode, []
+
+    def encode(contents):
+        calls.append(len(contents))
+        if any("poison" in content.text for content in contents):
+            raise RuntimeError("the encoder cannot take this item")
+        return real_encode(contents)
+
+    monkeypatch.setattr(worker.encoder, "encode", encode)
+    events = [event(820_000 + n) for n in range(8)]
+    events[5] = event(820_005, title="poison")
+    batch = worker.encode(work_items(events))
+    assert [(r.item_id, r.reason) for r in batch.rejected] == [(820_005, "encode_failed")]
+    assert sorted(row.item_id for row in batch.rows) == [820_000 + n for n in range(8) if n != 5]
+    assert calls == [8, 4, 4, 2, 1, 1, 2]  # bisected, not eight single calls
+
+
+def test_any_exception_preparing_one_item_refuses_that_item_alone(make_worker, monkeypatch):
+    worker = make_worker()
+    real_content = worker._content
+
+    def content(item):
+        if item.event.item_id == 830_001:
+            raise KeyError("something unexpected")
+        return real_content(item)
+
+    monkeypatch.setattr(worker, "_content", content)
+    batch = worker.encode(work_items([event(830_000), event(830_001), event(830_002)]))
+    assert [(r.item_id, r.reason) for r in batch.rejected] == [(830_001, "encode_failed")]
+    assert [row.item_id for row in batch.rows] == [830_000, 830_002]
