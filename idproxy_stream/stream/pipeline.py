@@ -40,7 +40,11 @@ from idproxy_stream.proxy.model import ProxyModelError, read_proxy_manifest
 from idproxy_stream.proxy.registry import latest_version, version_directory
 from idproxy_stream.stream.actors import ActorSpec
 from idproxy_stream.stream.metrics import StreamStats, merge_stats, serve_metrics
-from idproxy_stream.stream.preflight import check_stream_services, port_in_use
+from idproxy_stream.stream.preflight import (
+    check_serving_version,
+    check_stream_services,
+    port_in_use,
+)
 from idproxy_stream.stream.sink import ProxySink, SinkSettings
 from idproxy_stream.stream.source import SourceSettings, StreamSource
 from idproxy_stream.stream.topics import ensure_topics, stream_topics
@@ -132,7 +136,9 @@ def check_model_dir(config: AppConfig) -> str:
     problem = bundle_problem(config)
     if problem is not None:
         raise ProxyModelError(problem)
-    return latest_version(BundleLayout(config.stream.model_dir).registry)
+    version = latest_version(BundleLayout(config.stream.model_dir).registry)
+    check_serving_version(config.stream.model_dir, version, config.index)
+    return version
 
 
 def worker_pool_spec(

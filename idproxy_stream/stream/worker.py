@@ -21,9 +21,11 @@ events that fail alone are refused (``encode_failed``). Neighbours of a bad even
 
 **Hot model swap.** Every ``model_poll_interval_s`` the worker reads the registry's ``LATEST``;
 a new version is loaded (fingerprints and content contract checked against this encoder, its
-text fields and the ID space) and used from the next batch on. Each batch carries the version
-that produced it, so every stored row names its model. A version that fails to load is logged
-and skipped; the current one keeps serving. A backfill pins one version instead
+text fields and the ID space; the weights against the SHA-256 its manifest recorded) and used
+from the next batch on. A damaged version (truncated weights, a broken manifest) is refused
+once — logged and counted in ``refused_versions`` — and never fails a batch; the current one
+keeps serving. Each batch carries the version that produced it, so every stored row names its
+model. A backfill pins one version instead
 (``WorkerSettings.model_version``): it is loaded once and never swapped.
 
 The worker receives :class:`WorkerSettings` (what it reads of the application config), never
@@ -114,6 +116,7 @@ class ProxyWorker:
         self.model: ProxyModel | None = None
         self.manifest: ProxyManifest | None = None
         self._refused_version: str | None = None
+        self.refused_versions = 0  # versions published while running that failed to load
         self._refusal: str | None = None
         self._next_model_check = 0.0
         if settings.model_version is not None:
@@ -161,8 +164,9 @@ class ProxyWorker:
             return False
         try:
             self._load(version)
-        except (OSError, ValueError) as error:
+        except Exception as error:  # any damage to a new version: refuse it, keep serving
             self._refused_version, self._refusal = version, str(error)
+            self.refused_versions += 1
             logger.error(
                 "model version %s not loaded, still serving %s: %s",
                 version,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import logging
 import shutil
 
@@ -208,3 +209,27 @@ def test_any_exception_preparing_one_item_refuses_that_item_alone(make_worker, m
     batch = worker.encode(work_items([event(830_000), event(830_001), event(830_002)]))
     assert [(r.item_id, r.reason) for r in batch.rejected] == [(830_001, "encode_failed")]
     assert [row.item_id for row in batch.rows] == [830_000, 830_002]
+
+
+@pytest.mark.parametrize("damage", ["truncate_weights", "break_manifest", "drop_key"])
+def test_a_damaged_version_published_while_running_is_refused_once_and_counted(
+    make_worker, isolated_model_dir, damage
+) -> None:
+    """Issue 12 item 5: SafetensorError / KeyError / JSONDecodeError from a new version used to
+    escape ``check_for_new_model`` and fail every batch."""
+    worker = make_worker()
+    publish_copy(isolated_model_dir, "v7")
+    directory = BundleLayout(isolated_model_dir).registry / "versions" / "v7"
+    weights, manifest = directory / "proxy_model.safetensors", directory / "manifest.json"
+    if damage == "truncate_weights":
+        weights.write_bytes(weights.read_bytes()[:64])
+    elif damage == "break_manifest":
+        manifest.write_text(manifest.read_text()[:40])
+    else:
+        raw = json.loads(manifest.read_text())
+        del raw["id_space_fingerprint"]
+        manifest.write_text(json.dumps(raw))
+    assert worker.refresh_model() == "v1" and worker.refused_versions == 1
+    assert worker.refresh_model() == "v1" and worker.refused_versions == 1  # refused once
+    batch = worker.encode(work_items([event(840_001), event(840_002)]))
+    assert batch.model_version == "v1" and [r.item_id for r in batch.rows] == [840_001, 840_002]
