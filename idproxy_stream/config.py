@@ -16,20 +16,56 @@ names the environment variable that holds them (``password_env``).
 from __future__ import annotations
 
 import os
+import re
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from idproxy_stream.errors import IdProxyError
 
 ENV_PREFIX = "IDPROXY__"
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_INPUT_REPR = 200
+# The message of a setting that names an env var; the value itself is never echoed (a secret
+# pasted into ``password_env`` by mistake must not reach a terminal or Ray's log files).
+ENV_NAME_PROBLEM = (
+    "must be the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*), not the secret "
+    "itself: put the secret into that variable and name it here (the value is not shown)"
+)
 
 
 class ConfigError(IdProxyError, ValueError):
     """A configuration is invalid; the message names the file, the key and what to fix."""
+
+
+def bounded_repr(value: Any, limit: int = MAX_INPUT_REPR) -> str:
+    """A repr of ``value`` at most ``limit`` characters long, computed in bounded time and
+    memory (nested and aliased structures, as a YAML billion-laughs builds, are cut short)."""
+    shortener = reprlib.Repr()
+    shortener.maxlevel = 3
+    shortener.maxdict = shortener.maxlist = shortener.maxtuple = shortener.maxset = 6
+    shortener.maxstring = shortener.maxother = shortener.maxlong = limit
+    text = shortener.repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _env_name(value: str) -> str:
+    if not ENV_NAME_PATTERN.fullmatch(value):
+        raise ValueError(ENV_NAME_PROBLEM)
+    return value
+
+
+EnvVarName = Annotated[str, AfterValidator(_env_name)]
+"""A setting that names an environment variable (``password_env``): checked, never echoed."""
+
+
+def is_env_name_setting(key: str) -> bool:
+    """Whether a dotted config key names an environment variable (``..._env``)."""
+    return key.rsplit(".", 1)[-1].endswith("_env")
 
 
 class FrozenModel(BaseModel):
@@ -490,8 +526,10 @@ class RedisStoreConfig(FrozenModel):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "idproxy:"
     ttl_s: int | None = Field(None, ge=1)
-    username_env: str | None = None
-    password_env: str | None = Field(None, description="name of the env var with the password")
+    username_env: EnvVarName | None = None
+    password_env: EnvVarName | None = Field(
+        None, description="name of the env var with the password"
+    )
     ssl: bool = False
     ssl_ca_certs: Path | None = None
     socket_timeout_s: float = Field(5.0, gt=0)
@@ -572,8 +610,8 @@ class KafkaConfig(FrozenModel):
     producer_linger_ms: int = Field(5, ge=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
-    sasl_username_env: str | None = None
-    sasl_password_env: str | None = None
+    sasl_username_env: EnvVarName | None = None
+    sasl_password_env: EnvVarName | None = None
     ssl_cafile: Path | None = None
     max_event_bytes: int = Field(5_000_000, ge=1, description="larger records are dead-lettered")
     dead_letter_value_bytes: int = Field(
@@ -611,6 +649,16 @@ class KafkaConfig(FrozenModel):
         False, description="create missing topics at start (embedded broker, demos, tests)"
     )
     topic_partitions: int = Field(4, ge=1, description="partitions of topics ensure_topics creates")
+
+    @model_validator(mode="after")
+    def _extra_env_names(self) -> KafkaConfig:
+        for section in ("consumer_extra", "producer_extra"):
+            for key, value in getattr(self, section).items():
+                if key.endswith("_env") and not (
+                    isinstance(value, str) and ENV_NAME_PATTERN.fullmatch(value)
+                ):
+                    raise ValueError(f"kafka.{section}.{key} {ENV_NAME_PROBLEM}")
+        return self
 
 
 class StreamConfig(WorkerPoolConfig):
@@ -846,8 +894,13 @@ def _describe_validation_error(error: ValidationError, source: str) -> str:
             problems.append(f"unknown key '{key}': remove it or check its spelling")
         elif item["type"] == "missing":
             problems.append(f"missing key '{key}': add it")
+        elif ENV_NAME_PROBLEM in item["msg"]:  # never echo the input: it may be a secret
+            problems.append(f"'{key}': {item['msg'].removeprefix('Value error, ')}")
+        elif is_env_name_setting(key):
+            problems.append(f"'{key}': {ENV_NAME_PROBLEM}")
         else:
-            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
+            message = item["msg"][:MAX_INPUT_REPR]
+            problems.append(f"'{key}': {message} (got {bounded_repr(item.get('input'))})")
     if len(problems) == 1:
         return f"invalid configuration in {source}: {problems[0]}"
     return "\n".join([f"invalid configuration in {source}:", *(f"  - {p}" for p in problems)])
@@ -917,6 +970,8 @@ def resolve_secret(env_name: str | None, environ: Mapping[str, str] | None = Non
     """Read a secret from the environment variable the config names; None when unset."""
     if env_name is None:
         return None
+    if not isinstance(env_name, str) or not ENV_NAME_PATTERN.fullmatch(env_name):
+        raise ConfigError(f"a setting ending in _env {ENV_NAME_PROBLEM}")
     environ = os.environ if environ is None else environ
     value = environ.get(env_name)
     if value is None:

@@ -2,8 +2,10 @@
 
 Accepted references:
 
-- ``file:///abs/path.jpg`` — only under ``ImageInputConfig.allowed_roots`` (symlinks and
-  ``..`` are resolved first, so neither can step outside); no roots configured = no files.
+- ``file:///abs/path.jpg`` — only under ``ImageInputConfig.allowed_roots``: checked on the
+  path as written (``..`` collapsed) before the file system is touched, so a path outside
+  reads the same whether it exists or not, then on the resolved path (no symlink steps out);
+  no roots configured = no files. Messages never show resolved paths or the roots.
 - ``http://`` / ``https://`` — urllib with a timeout; the byte cap is enforced while
   streaming (and from ``Content-Length`` when sent).
 - ``s3://bucket/key`` — with boto3 installed (the ``s3`` extra).
@@ -27,6 +29,7 @@ import base64
 import binascii
 import io
 import logging
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -175,40 +178,58 @@ def _require_inline(config: ImageInputConfig) -> None:
         )
 
 
+def _shown(uri: str) -> str:
+    """The reference as a message may show it: the user's own text, cut to 120 characters."""
+    return repr(uri if len(uri) <= 120 else f"{uri[:117]}...")
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
 def _read_file(uri: str, config: ImageInputConfig) -> bytes:
+    """A ``file://`` image under the allowed roots.
+
+    The roots are checked on the path as written (``..`` collapsed, nothing on disk touched)
+    before the file system is asked anything, so a path outside them is refused the same way
+    whether it exists or not; then on the resolved path (a symlink cannot step outside).
+    Messages never show resolved paths, link targets or the roots themselves.
+    """
     if "\x00" in unquote(uri):
         raise ImageInputError("the file URI holds a NUL byte (%00): send a valid file path")
     parsed = urlparse(uri)
     if parsed.netloc not in ("", "localhost"):
         raise ImageSourceUnsupportedError(
-            f"file URI {uri!r} names host {parsed.netloc!r}: only local files (file:///path)"
+            f"file URI {_shown(uri)} names a host: only local files (file:///path)"
         )
+    outside = ImageOutsideAllowedRootsError(
+        f"image file {_shown(uri)} is outside encoder.images.allowed_roots"
+    )
     if not config.allowed_roots:
         raise ImageOutsideAllowedRootsError(
-            f"file images are disabled: set encoder.images.allowed_roots to the folders "
-            f"that may be read ({uri!r} was requested)"
+            "file images are disabled: set encoder.images.allowed_roots to the folders "
+            "that may be read"
         )
+    written = Path(os.path.normpath(unquote(parsed.path)))
+    configured = [Path(os.path.normpath(Path(root).expanduser())) for root in config.allowed_roots]
+    roots = configured + [root.resolve() for root in configured]
+    if not written.is_absolute() or not _under(written, roots):
+        raise outside
     try:
-        path = Path(unquote(parsed.path)).resolve(strict=True)
-    except (FileNotFoundError, NotADirectoryError):
-        raise ImageNotFoundError(f"image file {uri!r} does not exist") from None
-    except (OSError, RuntimeError) as error:
-        raise ImageNotFoundError(f"image file {uri!r} cannot be resolved: {error}") from None
-    roots = [Path(root).expanduser().resolve() for root in config.allowed_roots]
-    if not any(path.is_relative_to(root) for root in roots):
-        raise ImageOutsideAllowedRootsError(
-            f"image file {uri!r} resolves to {path}, outside the allowed roots "
-            f"{[str(root) for root in roots]}"
-        )
+        path = written.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ImageNotFoundError(f"image file {_shown(uri)} does not exist") from None
+    if not _under(path, roots):
+        raise outside
     if not path.is_file():
-        raise ImageNotFoundError(f"image path {uri!r} is not a regular file")
+        raise ImageNotFoundError(f"image path {_shown(uri)} is not a regular file")
     size = path.stat().st_size
     if size > config.max_bytes:
         raise ImageTooLargeError(
-            f"image file {uri!r} has {size} bytes, over max_bytes={config.max_bytes}"
+            f"image file {_shown(uri)} has {size} bytes, over max_bytes={config.max_bytes}"
         )
     with path.open("rb") as handle:
-        return _check_size(handle.read(config.max_bytes + 1), config, f"image file {uri!r}")
+        return _check_size(handle.read(config.max_bytes + 1), config, f"image file {_shown(uri)}")
 
 
 def _read_stream(stream, limit: int, what: str) -> bytes:

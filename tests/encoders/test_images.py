@@ -317,3 +317,35 @@ def test_a_nul_byte_in_a_file_uri_is_an_invalid_image_not_a_value_error(roots) -
         with pytest.raises(ImageInputError, match="NUL") as caught:
             load_image(reference, file_config(allowed))
         assert caught.value.reason == "image_invalid"
+
+
+def test_a_path_outside_the_roots_reads_the_same_whether_it_exists_or_not(roots):
+    """Issue 12 item 10: not_found vs outside_allowed_roots told whether any host path exists."""
+    allowed, outside = roots
+    (outside / "secret.png").write_bytes(png_bytes())
+    refusals = []
+    for name in ("secret.png", "no-such-file.png"):
+        for uri in (f"file://{outside}/{name}", f"file://{allowed}/../outside/{name}"):
+            with pytest.raises(ImageInputError) as caught:
+                load_image(uri, file_config(allowed))
+            refusals.append((caught.value.reason, str(caught.value).replace(name, "NAME")))
+    assert {reason for reason, _ in refusals} == {"image_outside_allowed_roots"}
+    assert refusals[0][1] == refusals[2][1] and refusals[1][1] == refusals[3][1]
+
+
+def test_refusals_never_show_the_resolved_path_the_link_target_or_the_roots(roots):
+    allowed, outside = roots
+    (outside / "secret.png").write_bytes(png_bytes())
+    (allowed / "link.png").symlink_to(outside / "secret.png")
+    uris = [
+        f"file://{allowed}/link.png",
+        f"file://{allowed}/../outside/secret.png",
+        f"file://{allowed}/missing.png",
+        "file:///etc/hostname",
+    ]
+    for uri in uris:
+        with pytest.raises(ImageInputError) as caught:
+            load_image(uri, file_config(allowed))
+        message = str(caught.value).replace(uri, "<uri>")
+        assert str(outside) not in message and str(allowed) not in message, message
+        assert "allowed_roots" in message or caught.value.reason == "image_not_found"
