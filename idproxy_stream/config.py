@@ -223,7 +223,24 @@ class ImageInputConfig(FrozenModel):
         40_000_000, ge=1, description="width * height limit, read from the header"
     )
     http_timeout_s: float = Field(10.0, gt=0)
-    allow_http: bool = True
+    allow_http: bool = Field(
+        False,
+        description="fetch http(s):// images; off by default: workers fetch what strangers put "
+        "into events, from inside the cluster",
+    )
+    http_allowed_hosts: tuple[str, ...] = Field(
+        (),
+        description="with allow_http: the only hosts fetched from (exact names, or "
+        "'.example.com' for a domain and its subdomains); () = any public host",
+    )
+    http_allow_private_addresses: bool = Field(
+        False,
+        description="also fetch from hosts that resolve to private, loopback or link-local "
+        "addresses (checked after DNS and after every redirect); tests and closed networks",
+    )
+    http_use_proxy_env: bool = Field(
+        False, description="honour HTTP_PROXY / HTTPS_PROXY / NO_PROXY (ignored by default)"
+    )
     allow_s3: bool = True
     allow_inline: bool = Field(True, description="data: URIs, raw base64 and raw bytes")
 

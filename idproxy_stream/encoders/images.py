@@ -6,7 +6,9 @@ Accepted references:
   path as written (``..`` collapsed) before the file system is touched, so a path outside
   reads the same whether it exists or not, then on the resolved path (no symlink steps out);
   no roots configured = no files. Messages never show resolved paths or the roots.
-- ``http://`` / ``https://`` — urllib with a timeout; the byte cap is enforced while
+- ``http://`` / ``https://`` — off unless ``allow_http``; only public hosts (checked after
+  DNS and after every redirect) or the ``http_allowed_hosts`` allow-list, proxy env vars
+  ignored (``encoders/http_fetch.py``); urllib with a timeout; the byte cap is enforced while
   streaming (and from ``Content-Length`` when sent).
 - ``s3://bucket/key`` — with boto3 installed (the ``s3`` extra).
 - ``data:image/...;base64,...``, a raw base64 string, or raw ``bytes``.
@@ -38,6 +40,7 @@ from urllib.parse import unquote, urlparse
 from PIL import Image, UnidentifiedImageError
 
 from idproxy_stream.config import ImageInputConfig
+from idproxy_stream.encoders.http_fetch import HttpRefused, fetch_http
 from idproxy_stream.errors import IdProxyError
 from idproxy_stream.events import DeadLetterReason
 
@@ -249,23 +252,28 @@ def _read_stream(stream, limit: int, what: str) -> bytes:
 def _read_http(url: str, config: ImageInputConfig) -> bytes:
     if not config.allow_http:
         raise ImageSourceUnsupportedError(
-            f"http(s) images are disabled (encoder.images.allow_http=false): {url!r}"
+            f"http(s) images are disabled (encoder.images.allow_http=false): {_shown(url)}"
         )
-    request = urllib.request.Request(url, headers={"User-Agent": "idproxy-stream"})
     try:
-        with urllib.request.urlopen(request, timeout=config.http_timeout_s) as response:
+        with fetch_http(url, config) as response:
             declared = response.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > config.max_bytes:
                 raise ImageTooLargeError(
-                    f"image at {url!r} declares {declared} bytes, over max_bytes={config.max_bytes}"
+                    f"image at {_shown(url)} declares {declared} bytes, over "
+                    f"max_bytes={config.max_bytes}"
                 )
-            return _read_stream(response, config.max_bytes, f"image at {url!r}")
+            return _read_stream(response, config.max_bytes, f"image at {_shown(url)}")
     except ImageInputError:
         raise
+    except HttpRefused as error:
+        raise ImageSourceUnsupportedError(f"{_shown(url)} refused: {error}") from None
     except urllib.error.HTTPError as error:
-        raise ImageFetchError(f"fetching {url!r} failed with HTTP {error.code}") from None
+        raise ImageFetchError(f"fetching {_shown(url)} failed with HTTP {error.code}") from None
     except (urllib.error.URLError, TimeoutError, OSError, ValueError) as error:
-        raise ImageFetchError(f"fetching {url!r} failed: {error}") from None
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        if isinstance(reason, HttpRefused):  # raised inside urllib's connection
+            raise ImageSourceUnsupportedError(f"{_shown(url)} refused: {reason}") from None
+        raise ImageFetchError(f"fetching {_shown(url)} failed: {str(error)[:120]}") from None
 
 
 def _read_s3(uri: str, config: ImageInputConfig) -> bytes:

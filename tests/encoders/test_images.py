@@ -7,6 +7,7 @@ import sys
 import threading
 import zlib
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from idproxy_stream.config import ImageInputConfig
+from idproxy_stream.encoders.http_fetch import host_allowed, is_public_address
 from idproxy_stream.encoders.images import (
     ImageDecompressionBombError,
     ImageFetchError,
@@ -189,9 +191,15 @@ def test_s3_without_boto3_names_the_extra(monkeypatch):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     payload = png_bytes(20, 10, seed=7)
+    requests: ClassVar[list[str]] = []  # paths every server of this handler was asked for
 
     def do_GET(self):
-        if self.path == "/poster.png":
+        _Handler.requests.append(self.path)
+        if self.path.startswith("/redirect?"):  # /redirect?<url>: send the client there
+            self.send_response(302)
+            self.send_header("Location", self.path.split("?", 1)[1])
+            self.end_headers()
+        elif self.path.endswith("/poster.png"):  # also a proxied request's absolute URL
             self.send_response(200)
             self.send_header("Content-Length", str(len(self.payload)))
             self.end_headers()
@@ -218,25 +226,37 @@ def http_base():
     server.server_close()
 
 
+# HTTP is off by default and loopback is refused (SSRF): these tests name their server.
+LOOPBACK_HTTP = {
+    "allow_http": True,
+    "http_allowed_hosts": ("127.0.0.1",),
+    "http_allow_private_addresses": True,
+}
+
+
+def loopback(**overrides) -> ImageInputConfig:
+    return ImageInputConfig(**{**LOOPBACK_HTTP, **overrides})
+
+
 def test_http_image_is_fetched_and_decoded(http_base):
-    image = load_image(f"{http_base}/poster.png", ImageInputConfig())
+    image = load_image(f"{http_base}/poster.png", loopback())
     assert image.size == (20, 10)
 
 
 def test_http_404_is_a_fetch_failure(http_base):
     with pytest.raises(ImageFetchError, match="HTTP 404") as error:
-        load_image(f"{http_base}/missing.png", ImageInputConfig())
+        load_image(f"{http_base}/missing.png", loopback())
     assert error.value.reason == "image_fetch_failed"
 
 
 def test_http_declared_length_over_the_limit_is_refused(http_base):
     with pytest.raises(ImageTooLargeError, match="declares"):
-        load_image(f"{http_base}/poster.png", ImageInputConfig(max_bytes=50))
+        load_image(f"{http_base}/poster.png", loopback(max_bytes=50))
 
 
 def test_http_body_without_length_is_capped_while_streaming(http_base):
     with pytest.raises(ImageTooLargeError, match="sent more than"):
-        load_image(f"{http_base}/endless", ImageInputConfig(max_bytes=10_000))
+        load_image(f"{http_base}/endless", loopback(max_bytes=10_000))
 
 
 def test_http_server_that_never_answers_times_out():
@@ -246,7 +266,7 @@ def test_http_server_that_never_answers_times_out():
     try:
         port = silent.getsockname()[1]
         with pytest.raises(ImageFetchError):
-            load_image(f"http://127.0.0.1:{port}/x.png", ImageInputConfig(http_timeout_s=0.2))
+            load_image(f"http://127.0.0.1:{port}/x.png", loopback(http_timeout_s=0.2))
     finally:
         silent.close()
 
@@ -349,3 +369,72 @@ def test_refusals_never_show_the_resolved_path_the_link_target_or_the_roots(root
         message = str(caught.value).replace(uri, "<uri>")
         assert str(outside) not in message and str(allowed) not in message, message
         assert "allowed_roots" in message or caught.value.reason == "image_not_found"
+
+
+# ------------------------------------------------------------------------------ SSRF
+
+
+def test_http_is_off_by_default_and_nothing_is_fetched(http_base):
+    _Handler.requests.clear()
+    with pytest.raises(ImageSourceUnsupportedError, match="allow_http") as caught:
+        load_image(f"{http_base}/poster.png", ImageInputConfig())
+    assert caught.value.reason == "image_source_unsupported" and _Handler.requests == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"])
+def test_loopback_is_refused_after_dns_even_with_http_on(http_base, host):
+    _Handler.requests.clear()
+    port = http_base.rsplit(":", 1)[1]
+    with pytest.raises(ImageSourceUnsupportedError, match="private, loopback or link-local"):
+        load_image(f"http://{host}:{port}/poster.png", ImageInputConfig(allow_http=True))
+    assert _Handler.requests == []  # refused before connecting
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "fe80::1", "0.0.0.0"],
+)
+def test_private_loopback_and_link_local_addresses_are_not_public(address):
+    assert not is_public_address(address)
+    assert is_public_address("93.184.216.34") and is_public_address("2606:4700::1111")
+
+
+def test_a_host_off_the_allow_list_is_refused(http_base):
+    config = loopback(http_allowed_hosts=("images.example.com", ".cdn.example.org"))
+    with pytest.raises(ImageSourceUnsupportedError, match="http_allowed_hosts"):
+        load_image(f"{http_base}/poster.png", config)
+    assert host_allowed("a.cdn.example.org", config.http_allowed_hosts)
+    assert not host_allowed("evilcdn.example.org", config.http_allowed_hosts)
+
+
+def test_every_redirect_is_checked_again(http_base):
+    """An allowed host that redirects to a host off the list, or to a private address when
+    private addresses are not allowed, or to another scheme, is refused at the redirect."""
+    port = http_base.rsplit(":", 1)[1]
+    off_list = f"{http_base}/redirect?http://localhost:{port}/poster.png"
+    with pytest.raises(ImageSourceUnsupportedError, match="redirect was refused"):
+        load_image(off_list, loopback())
+    to_ftp = f"{http_base}/redirect?ftp://127.0.0.1:{port}/poster.png"
+    with pytest.raises(ImageSourceUnsupportedError, match="redirect was refused"):
+        load_image(to_ftp, loopback())
+    with pytest.raises(ImageInputError):  # urllib itself never follows a file: redirect
+        load_image(f"{http_base}/redirect?file:///etc/hostname", loopback())
+    _Handler.requests.clear()
+    allowed = f"{http_base}/redirect?{http_base}/poster.png"
+    assert load_image(allowed, loopback()).size == (20, 10)
+    assert _Handler.requests == [f"/redirect?{http_base}/poster.png", "/poster.png"]
+
+
+def test_proxy_environment_variables_are_ignored_unless_configured(http_base, monkeypatch):
+    """With HTTP_PROXY pointing at a "proxy" (the same test server), the request still goes
+    straight to the image's host unless http_use_proxy_env is set."""
+    _Handler.requests.clear()
+    monkeypatch.setenv("HTTP_PROXY", http_base)
+    monkeypatch.setenv("http_proxy", http_base)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    load_image(f"{http_base}/poster.png", loopback())
+    assert _Handler.requests == ["/poster.png"]  # direct: a path, not a proxied absolute URL
+    _Handler.requests.clear()
+    load_image(f"{http_base}/poster.png", loopback(http_use_proxy_env=True))
+    assert _Handler.requests == [f"{http_base}/poster.png"]  # through the "proxy"

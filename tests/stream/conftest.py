@@ -99,6 +99,11 @@ def stream_config(tmp_path, broker, bundle) -> Callable[..., AppConfig]:
                     "allowed_roots": [str(tmp_path / "images")],
                     "max_pixels": MAX_PIXELS,
                     "http_timeout_s": 2.0,
+                    # HTTP is off by default and loopback refused (SSRF); the fault tests'
+                    # unreachable-URI record (http://127.0.0.1:9/...) needs both allowed.
+                    "allow_http": True,
+                    "http_allowed_hosts": ["127.0.0.1"],
+                    "http_allow_private_addresses": True,
                 },
             },
             reader={"maturity_threshold": bundle.mature_threshold},
