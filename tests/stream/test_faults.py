@@ -28,7 +28,9 @@ from tests.stream.conftest import (
     bad_records,
     dead_letters,
     event,
+    offsets_committed_to_end,
     publish,
+    stored_item_ids,
     stored_rows,
     wait_until,
 )
@@ -227,3 +229,26 @@ def test_fault_bad_image_and_three_worker_deaths_in_a_row_lose_no_valid_event(
     assert_exactly_once_effect(config, mix, reports)
     stats = job.refresh()
     assert stats.restarts["worker"] == 3 and stats.dead_letters == {"image_invalid": 2}
+
+
+def test_fault_a_dead_letter_the_broker_refuses_is_given_up_and_the_partition_commits(
+    stream_config, start_job, tmp_path
+) -> None:
+    """Issue 12 item 2: a dead letter over the producer's max_request_size was re-sent every
+    loop forever and its partition never committed. With a 1 MB prefix configured, the letter
+    of a 900 kB record is too large (MessageSizeTooLargeError): it is given up, logged and
+    counted, and every partition still commits to its end."""
+    config = stream_config(kafka={"dead_letter_value_bytes": 1_000_000})
+    job = start_job(config, "give-up")
+    mix = Mix()
+    mix.add_valid(range(8_000_000, 8_000_020))
+    huge = b'{"item_id":9,"title":"' + b"x" * 900_000 + b'","created_at":1}'
+    mix.add(huge, "event_too_large")
+    mix.add_valid(range(8_000_020, 8_000_040))
+    publisher = with_updates(config.kafka, max_event_bytes=5_000_000)
+    publish_events(publisher, mix.payloads, one_record_per_batch=True)
+    wait_until(lambda: offsets_committed_to_end(config), 120, "offsets committed to the end")
+    assert sorted(stored_item_ids(config)) == sorted(mix.valid_item_ids)
+    stats = job.refresh()
+    assert stats.dead_letters_given_up == 1 and stats.dead_letters_total == 0
+    assert dead_letters(config) == []
