@@ -197,3 +197,9 @@ def test_a_billion_laughs_config_fails_fast_with_a_bounded_message(tmp_path):
         config_from_dict(raw, str(path))
     message = str(caught.value)
     assert "stream.num_workers" in message and len(message) < 500
+
+
+def test_worker_deaths_have_a_limit_at_least_as_large_as_the_attempts():
+    assert AppConfig().stream.max_worker_deaths >= AppConfig().stream.max_attempts
+    with pytest.raises(ConfigError, match="max_worker_deaths must be at least"):
+        config_from_dict({"stream": {"max_attempts": 5, "max_worker_deaths": 2}})

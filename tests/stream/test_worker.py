@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from idproxy_stream.artifacts import BundleLayout
 from idproxy_stream.encoders.contract import ContentContract
@@ -233,3 +235,48 @@ def test_a_damaged_version_published_while_running_is_refused_once_and_counted(
     assert worker.refresh_model() == "v1" and worker.refused_versions == 1  # refused once
     batch = worker.encode(work_items([event(840_001), event(840_002)]))
     assert batch.model_version == "v1" and [r.item_id for r in batch.rows] == [840_001, 840_002]
+
+
+hostile_uris = st.one_of(
+    st.text(max_size=30).map(lambda path: f"file:///{path}"),
+    st.text(max_size=30).map(lambda path: f"file://{path}"),
+    st.text(max_size=30).map(lambda path: f"http://{path}"),
+    st.text(max_size=30).map(lambda text: f"data:image/png;base64,{text}"),
+    st.text(max_size=30),
+    st.sampled_from(["file:///x.png%00.jpg", "file:///x.png\x00.jpg", "http://[::1", "s3://"]),
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(st.one_of(st.none(), hostile_uris), min_size=1, max_size=8))
+def test_hostile_image_uris_never_cost_a_valid_neighbour_its_row(make_worker_once, uris):
+    """A batch of valid events (None) interleaved with events carrying hostile image URIs:
+    every valid event gets a row, every hostile one a row or its own refusal, never a raise."""
+    worker = make_worker_once()
+    events = [
+        event(850_000 + n) if uri is None else event(850_000 + n, image_uri=uri)
+        for n, uri in enumerate(uris)
+    ]
+    batch = worker.encode(work_items(events))
+    rows = {row.item_id for row in batch.rows}
+    refused = {r.item_id for r in batch.rejected}
+    valid = {850_000 + n for n, uri in enumerate(uris) if uri is None}
+    assert valid <= rows and not rows & refused
+    assert rows | refused == {850_000 + n for n in range(len(uris))}
+
+
+@pytest.fixture
+def make_worker_once(make_worker):
+    """One worker for all of a hypothesis test's examples (building one loads MiniLM)."""
+    built: list[ProxyWorker] = []
+
+    def get() -> ProxyWorker:
+        if not built:
+            built.append(make_worker())
+        return built[0]
+
+    return get
