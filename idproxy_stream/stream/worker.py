@@ -65,6 +65,9 @@ class WorkerSettings(FrozenModel):
     """What one encoder worker reads (built from the application config by :meth:`of`).
 
     model_version: serve this version and never swap (a backfill); None follows ``LATEST``.
+    fallback_version: serve this one when ``LATEST`` cannot be loaded as the worker starts
+        (the version the driver loaded at start-up), so a damaged version published while
+        the job runs does not stop a replacement worker from starting.
     """
 
     model_dir: Path
@@ -74,9 +77,15 @@ class WorkerSettings(FrozenModel):
     image_errors: Literal["dead_letter", "text_only"] = "dead_letter"
     model_poll_interval_s: float = Field(5.0, gt=0)
     model_version: str | None = None
+    fallback_version: str | None = None
 
     @classmethod
-    def of(cls, config: AppConfig, model_version: str | None = None) -> WorkerSettings:
+    def of(
+        cls,
+        config: AppConfig,
+        model_version: str | None = None,
+        fallback_version: str | None = None,
+    ) -> WorkerSettings:
         """The worker's part of ``config`` (``stream``, ``encoder``, ``reader`` sections)."""
         return cls(
             model_dir=config.stream.model_dir,
@@ -86,6 +95,7 @@ class WorkerSettings(FrozenModel):
             image_errors=config.stream.image_errors,
             model_poll_interval_s=config.stream.model_poll_interval_s,
             model_version=model_version,
+            fallback_version=fallback_version,
         )
 
 
@@ -123,6 +133,13 @@ class ProxyWorker:
             self._load(check_version_name(settings.model_version))  # raises what it refuses
         else:
             self.check_for_new_model(force=True)
+            if self.model is None and settings.fallback_version is not None:
+                logger.warning(
+                    "LATEST cannot be served (%s): serving version %s, checked at start",
+                    self._refusal,
+                    settings.fallback_version,
+                )
+                self._load(check_version_name(settings.fallback_version))
         if self.model is None:
             raise ProxyModelError(
                 f"no loadable ProxyModel in {self.registry}: "

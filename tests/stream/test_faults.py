@@ -10,6 +10,7 @@ dead-letter topic with its reason and original bytes.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -252,3 +253,36 @@ def test_fault_a_dead_letter_the_broker_refuses_is_given_up_and_the_partition_co
     stats = job.refresh()
     assert stats.dead_letters_given_up == 1 and stats.dead_letters_total == 0
     assert dead_letters(config) == []
+
+
+def test_fault_a_damaged_version_published_while_running_is_refused_and_nothing_is_lost(
+    stream_config, start_job, bundle, tmp_path
+) -> None:
+    """Issue 12 item 5: a truncated ``proxy_model.safetensors`` published as LATEST while the job
+    runs is refused by the running worker and by its replacement after a kill (which serves
+    the version the driver checked at start); every event is stored by v1, none dead-lettered."""
+    from idproxy_stream.artifacts import BundleLayout
+    from idproxy_stream.proxy.registry import load_version, publish_version
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(bundle.model_dir, model_dir)
+    config = stream_config(
+        stream={"model_dir": str(model_dir), "num_workers": 1, "max_batch_size": 8}
+    )
+    job = start_job(config, "damaged")
+    first, second = Mix(), Mix()
+    first.add_valid(range(9_000_000, 9_000_060))
+    second.add_valid(range(9_000_100, 9_000_160))
+    reports = [publish(config, first.payloads)]
+    wait_until(lambda: job.refresh().proxies_total >= 8, 120, "rows from v1")
+    registry = BundleLayout(model_dir).registry
+    model, manifest = load_version(registry, "v1")
+    manifest.version = "v2"
+    weights = publish_version(model, manifest, registry) / "proxy_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1_000])  # damaged after publishing
+    worker = current_worker(job)
+    ray.kill(worker)
+    reports.append(publish(config, second.payloads))
+    assert_exactly_once_effect(config, joined(first, second), reports)
+    assert {row.model_version for row in stored_rows(config)} == {"v1"}
+    assert job.refresh().restarts["worker"] == 1

@@ -280,3 +280,19 @@ def make_worker_once(make_worker):
         return built[0]
 
     return get
+
+
+def test_a_worker_built_while_latest_is_damaged_serves_the_version_checked_at_start(
+    stream_config, isolated_model_dir
+) -> None:
+    """A replacement worker (after a death) must not fail in its constructor because a damaged
+    version was published meanwhile: it serves the version the driver loaded at start."""
+    publish_copy(isolated_model_dir, "v6")
+    weights = BundleLayout(isolated_model_dir).registry / "versions" / "v6"
+    (weights / "proxy_model.safetensors").write_bytes(b"\x00" * 16)
+    config = stream_config(stream={"model_dir": str(isolated_model_dir)})
+    with pytest.raises(ProxyModelError, match=r"proxy_model\.safetensors"):
+        ProxyWorker(WorkerSettings.of(config))
+    worker = ProxyWorker(WorkerSettings.of(config, fallback_version="v1"))
+    assert worker.model_version == "v1" and worker.refused_versions == 1
+    assert worker.encode(work_items([event(860_001)])).model_version == "v1"
