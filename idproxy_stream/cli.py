@@ -357,6 +357,13 @@ def evaluate(
     only: Annotated[
         str | None, typer.Option(help="with --suite: comma-separated subset of its datasets")
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="with --suite: read back datasets already finished with the same config, "
+            "seeds and methods instead of running them again"
+        ),
+    ] = False,
 ) -> None:
     """Run the cold-start protocol for every method and seed; write report.md/json + plots."""
     import shlex
@@ -367,8 +374,28 @@ def evaluate(
     command = "idproxy " + shlex.join(sys.argv[1:])
     app_config = _load(config)
     _in_process(app_config)
+    from idproxy_stream.eval.protocol import METHODS, ORACLES
+
+    chosen = methods.split(",") if methods else [*METHODS, *ORACLES]
+    unknown = sorted(set(chosen) - {*METHODS, *ORACLES})
+    if unknown:
+        typer.secho(f"unknown methods {unknown}; known: {[*METHODS, *ORACLES]}", err=True)
+        raise typer.Exit(2)
+    chosen_methods = [m for m in METHODS if m in chosen]
+    chosen_oracles = [m for m in ORACLES if m in chosen]
     if suite is not None:
-        _evaluate_suite(app_config, suite, data_root, output, command, seeds, only)
+        _evaluate_suite(
+            app_config,
+            suite,
+            data_root,
+            output,
+            command,
+            seeds,
+            only,
+            chosen_methods,
+            chosen_oracles,
+            resume,
+        )
         return
     from idproxy_stream.eval.run import run_evaluation
 
@@ -377,21 +404,14 @@ def evaluate(
         fractions = tuple(float(part) for part in learning_curve.split(","))
         eval_section = with_updates(app_config.eval, learning_curve_fractions=fractions)
         app_config = with_updates(app_config, eval=eval_section)
-    from idproxy_stream.eval.protocol import METHODS, ORACLES
-
-    chosen = methods.split(",") if methods else [*METHODS, *ORACLES]
-    unknown = sorted(set(chosen) - {*METHODS, *ORACLES})
-    if unknown:
-        typer.secho(f"unknown methods {unknown}; known: {[*METHODS, *ORACLES]}", err=True)
-        raise typer.Exit(2)
     report = run_evaluation(
         app_config,
         output,
         command,
         title,
         _seeds(seeds, app_config.eval.seeds),
-        methods=[m for m in METHODS if m in chosen],
-        oracles=[m for m in ORACLES if m in chosen],
+        methods=chosen_methods,
+        oracles=chosen_oracles,
         progress=_progress,
     )
     typer.echo((output / "report.md").read_text())
@@ -400,7 +420,9 @@ def evaluate(
         typer.echo(f"IDProxy closes {100 * gap:.1f} % of the mean-ID -> oracle a+b+c gap")
 
 
-def _evaluate_suite(app_config, suite, data_root, output, command, seeds, only) -> None:
+def _evaluate_suite(
+    app_config, suite, data_root, output, command, seeds, only, methods, oracles, resume
+) -> None:
     """``idproxy eval --suite``: every dataset of the suite, then the combined report."""
     from idproxy_stream.eval.suite import load_suite, run_suite
 
@@ -414,6 +436,9 @@ def _evaluate_suite(app_config, suite, data_root, output, command, seeds, only) 
         seeds=_seeds(seeds, loaded.seeds),
         only=only.split(",") if only else None,
         progress=_progress,
+        methods=methods,
+        oracles=oracles,
+        resume=resume,
     )
     typer.echo((output / "report.md").read_text())
 

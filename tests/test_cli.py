@@ -128,3 +128,14 @@ def test_with_json_logs_the_error_is_one_json_line_too(tmp_path) -> None:
     records = [json.loads(line) for line in result.stderr.strip().splitlines()]
     assert records[-1]["level"] == "ERROR" and records[-1]["exit_code"] == 2
     assert "holds no trained model bundle" in records[-1]["message"]
+
+
+def test_a_suite_without_its_data_is_one_line_naming_data_root_and_files(tmp_path) -> None:
+    nowhere = tmp_path / "data"
+    result = runner.invoke(
+        app, ["eval", "--suite", "dev", "--data-root", str(nowhere), "--output", str(tmp_path)]
+    )
+    line = one_error_line(result)
+    assert line.startswith(f"error: --data-root {nowhere} lacks files the suite needs (ml-100k:")
+    line = one_error_line(runner.invoke(app, ["eval", "--suite", "nope"]))
+    assert "no suite named 'nope'" in line

@@ -22,6 +22,7 @@ dataset and the checks the method is held to (:func:`suite_checks`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -178,10 +179,14 @@ def run_suite(
     progress: Progress | None = None,
     methods: Sequence[str] | None = None,
     oracles: Sequence[str] | None = None,
+    resume: bool = False,
 ) -> dict:
     """Evaluate every dataset of ``suite`` and write the combined report; returns it.
 
-    ``methods`` / ``oracles`` default to all of them (``eval/protocol.py``).
+    ``methods`` / ``oracles`` default to all of them (``eval/protocol.py``). With ``resume``,
+    a dataset whose folder holds a finished run of the same config, seeds and methods
+    (``suite_run.json``, written after its report) is read back instead of run again, so an
+    interrupted suite continues where it stopped.
 
     Raises :class:`SuiteError` naming the files a dataset needs when ``data_root`` lacks them
     (before anything runs).
@@ -209,26 +214,62 @@ def run_suite(
     seeds = list(seeds if seeds is not None else suite.seeds)
     reports: dict[str, dict] = {}
     started = time.perf_counter()
+    methods = list(METHODS if methods is None else methods)
+    oracles = list(ORACLES if oracles is None else oracles)
     for position, dataset in enumerate(chosen, 1):
         say(f"[{position}/{len(chosen)}] {dataset.name}: {dataset.title}")
         config = dataset_config(base_config, dataset, data_root)
+        folder = output_dir / dataset.name
+        run_key = _run_key(config, seeds, methods, oracles)
+        if resume and (finished := _finished_run(folder, run_key)) is not None:
+            reports[dataset.name] = finished
+            say(f"[{position}/{len(chosen)}] {dataset.name}: finished run read back (--resume)")
+            continue
         dataset_started = time.perf_counter()
         reports[dataset.name] = run_evaluation(
             config,
-            output_dir / dataset.name,
+            folder,
             command,
             dataset.title,
             seeds,
-            methods=METHODS if methods is None else methods,
-            oracles=ORACLES if oracles is None else oracles,
+            methods=methods,
+            oracles=oracles,
             progress=say,
             cache_dir=output_dir / "cache",
         )
         seconds = time.perf_counter() - dataset_started
         reports[dataset.name]["wall_seconds"] = seconds
+        write_json(folder / RUN_RECORD, {**run_key, "wall_seconds": seconds})
         say(f"[{position}/{len(chosen)}] {dataset.name}: done in {seconds:.0f} s")
     report = build_suite_report(suite, reports, command, time.perf_counter() - started)
     write_suite_report(report, output_dir)
+    return report
+
+
+RUN_RECORD = "suite_run.json"
+
+
+def _run_key(config: AppConfig, seeds, methods, oracles) -> dict[str, Any]:
+    """What makes two runs of one dataset the same: its config digest, seeds and methods."""
+    dumped = json.dumps(config.model_dump(mode="json"), sort_keys=True, default=str)
+    return {
+        "config_sha256": hashlib.sha256(dumped.encode()).hexdigest(),
+        "seeds": list(seeds),
+        "methods": list(methods),
+        "oracles": list(oracles),
+    }
+
+
+def _finished_run(folder: Path, run_key: Mapping[str, Any]) -> dict | None:
+    """The report of a finished run in ``folder`` with the same ``run_key``, else None."""
+    try:
+        record = json.loads((folder / RUN_RECORD).read_text())
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if any(record.get(key) != value for key, value in run_key.items()):
+        return None
+    report["wall_seconds"] = record.get("wall_seconds")
     return report
 
 

@@ -8,7 +8,9 @@ import pytest
 
 from idproxy_stream.config import AppConfig
 from idproxy_stream.eval.suite import (
+    RUN_RECORD,
     SuiteError,
+    _finished_run,
     dataset_config,
     load_suite,
     packaged_suites,
@@ -112,6 +114,29 @@ def test_suite_run_writes_each_dataset_report_and_a_combined_one(tmp_path):
     markdown = (out / "report.md").read_text()
     assert "| first |" in markdown and "first tiny" in markdown
     assert (out / "summary.png").stat().st_size > 10_000
+
+    # --resume reads finished datasets back instead of running them again ...
+    said: list[str] = []
+    resumed = run_suite(
+        suite,
+        FAST,
+        tmp_path,
+        out,
+        "idproxy eval --suite tiny --resume",
+        methods=("mean_id", "ridge", "idproxy_stage1", "idproxy"),
+        oracles=("oracle_a",),
+        progress=said.append,
+        resume=True,
+    )
+    assert sum("read back (--resume)" in line for line in said) == 2
+    assert not any(line.startswith("seed ") for line in said)
+    assert resumed["datasets"]["first"]["cold_auc"] == report["datasets"]["first"]["cold_auc"]
+    # ... but not a run of other seeds, methods or config
+    record = json.loads((out / "first" / RUN_RECORD).read_text())
+    key = {k: record[k] for k in ("config_sha256", "seeds", "methods", "oracles")}
+    assert _finished_run(out / "first", key) is not None
+    assert _finished_run(out / "first", {**key, "seeds": [0]}) is None
+    assert _finished_run(out / "first", {**key, "config_sha256": "0" * 64}) is None
 
 
 def _report(idproxy, others):
