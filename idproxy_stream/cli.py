@@ -576,6 +576,7 @@ def broker(
     With --config (and --partitions) it also creates the config's topics; the stream can create
     them itself with kafka.ensure_topics: true (as idproxy_stream/configs/local-stream.yaml does).
     """
+    import signal
     import threading
 
     from idproxy_stream.stream.broker import EmbeddedBroker
@@ -596,10 +597,12 @@ def broker(
             f"broker on {running.bootstrap_servers} (memory storage: everything is gone when "
             "it stops); Ctrl-C stops it"
         )
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            typer.echo("stopping the broker", err=True)
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a handler, so no blocking call hides it
+            signal.signal(signum, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            pass
+        typer.echo("stopping the broker", err=True)
 
 
 # ---------------------------------------------------------------- backfill (issue 6)
