@@ -222,7 +222,7 @@ ranker_app = typer.Typer(help="The reference CTR ranker.", no_args_is_help=True)
 app.add_typer(ranker_app, name="ranker")
 
 DatasetOption = Annotated[
-    str | None, typer.Option("--dataset", help="synthetic | ml-100k | movielens-csv")
+    str | None, typer.Option("--dataset", help="synthetic | ml-100k | movielens-csv | table")
 ]
 PathOption = Annotated[Path | None, typer.Option("--path", help="dataset folder")]
 PlotsOption = Annotated[
@@ -416,6 +416,53 @@ def _evaluate_suite(app_config, suite, data_root, output, command, seeds, only) 
         progress=_progress,
     )
     typer.echo((output / "report.md").read_text())
+
+
+# --------------------------------------------------------------------------- data
+
+data_app = typer.Typer(
+    help="Datasets in the generic table format (docs/data.md).", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("export")
+def data_export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder to write the tables to")],
+    config: ConfigOption = None,
+    dataset: DatasetOption = None,
+    path: PathOption = None,
+    plots: PlotsOption = None,
+    plots_check: PlotsCheckOption = None,
+    posters: PostersOption = None,
+    poster_map: PosterMapOption = None,
+    file_format: Annotated[str, typer.Option("--format", help="parquet | csv")] = "parquet",
+) -> None:
+    """Write the configured dataset (synthetic, MovieLens ...) as items + interactions tables."""
+    from idproxy_stream.data.export import export_table_dataset
+    from idproxy_stream.data.loading import load_dataset
+
+    app_config = _with_data(_load(config), dataset, path, plots, plots_check, posters, poster_map)
+    report = export_table_dataset(load_dataset(app_config.data), output, file_format)
+    typer.echo(
+        f"wrote {report.items} items to {report.items_path} and {report.interactions} "
+        f"interactions to {report.interactions_path} ({report.images} images)"
+    )
+    typer.echo(f"load it with the data section of {report.config_path} (data.name: table)")
+
+
+@data_app.command("check")
+def data_check(config: ConfigOption = None, path: PathOption = None) -> None:
+    """Load the configured dataset (e.g. data.name: table) and print its counts and split."""
+    import json
+
+    from idproxy_stream.data.loading import load_dataset
+    from idproxy_stream.data.split import build_cold_start_split
+
+    app_config = _with_data(_load(config), None, path)
+    loaded = load_dataset(app_config.data)
+    typer.echo(json.dumps(loaded.summary()))
+    typer.echo(json.dumps(build_cold_start_split(loaded, app_config.split).counts()))
 
 
 # ------------------------------------------------------------------ stream (issue 5)

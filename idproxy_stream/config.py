@@ -81,10 +81,39 @@ class SyntheticDataConfig(FrozenModel):
         return self
 
 
+class TableDataConfig(FrozenModel):
+    """The generic table format (``data.name: table``, ``docs/data.md``): file names and columns.
+
+    ``items`` and ``interactions`` are Parquet (``.parquet``) or CSV (``.csv``) files, relative
+    to ``data.path`` unless absolute. ``idproxy data export`` writes this format from any other
+    loader.
+    """
+
+    items: Path = Field(Path("items.parquet"), description="the items table, under data.path")
+    interactions: Path = Field(
+        Path("interactions.parquet"), description="the interactions table, under data.path"
+    )
+    label_column: Literal["label", "rating"] = Field(
+        "label",
+        description="label: a 0/1 column; rating: a numeric column, a click when >= "
+        "data.click_threshold",
+    )
+    side_columns: tuple[str, ...] = Field(
+        (),
+        description="categorical item columns kept (as strings) besides the standard ones; "
+        "encoder.text_fields may name them",
+    )
+    user_feature_columns: tuple[str, ...] = Field(
+        (),
+        description="categorical user columns of the interactions table; each user gets the "
+        "value of their latest interaction",
+    )
+
+
 class DataConfig(FrozenModel):
     """Which dataset to load and where it lies."""
 
-    name: Literal["synthetic", "ml-100k", "movielens-csv"] = "synthetic"
+    name: Literal["synthetic", "ml-100k", "movielens-csv", "table"] = "synthetic"
     path: Path | None = None
     plots_path: Path | None = Field(
         None, description="IMDb plot side file (movielens100k_details.csv) or a CSV item_id,plot"
@@ -104,6 +133,7 @@ class DataConfig(FrozenModel):
     )
     max_tags_per_item: int = Field(20, ge=0, description="movielens-csv: most frequent tags kept")
     synthetic: SyntheticDataConfig = SyntheticDataConfig()
+    table: TableDataConfig = TableDataConfig()
 
     @model_validator(mode="after")
     def _path_needed_for_movielens(self) -> DataConfig:
