@@ -178,8 +178,23 @@ class SplitConfig(FrozenModel):
 
 
 class RankerConfig(FrozenModel):
-    """Reference CTR ranker (DIN target attention + DCN-v2 cross + MLP) and its training."""
+    """The ranker IDProxy aligns to: the reference one (DIN target attention + DCN-v2 cross +
+    MLP, trained here) or yours, loaded by import path (``adapter``, ``docs/ranker-adapter.md``).
 
+    The other fields configure the reference ranker; a plugin reads ``adapter_settings``.
+    """
+
+    adapter: str | None = Field(
+        None,
+        description='"package.module:factory" whose factory(context) returns a RankerAdapter; '
+        "None = the reference ranker",
+    )
+    adapter_settings: dict[str, Any] = Field(
+        default_factory=dict, description="free settings passed to the adapter factory"
+    )
+    checkpoint: Path | None = Field(
+        None, description="the plugin ranker's checkpoint, passed to the adapter factory"
+    )
     id_dim: int = Field(16, ge=2)
     side_dim: int = Field(8, ge=2)
     item_side_features: bool = Field(
