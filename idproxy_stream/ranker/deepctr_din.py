@@ -26,7 +26,6 @@ override. The logit is DIN's output before its sigmoid (the prediction layer is 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 from collections.abc import Iterator
@@ -39,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from idproxy_stream.ranker.inputs import FeatureVocab, RankerBatch, RankerInputs
-from idproxy_stream.ranker.metrics import roc_auc
+from idproxy_stream.ranker.fitting import fit_adapter
+from idproxy_stream.ranker.inputs import FeatureVocab, RankerBatch
 from idproxy_stream.ranker.plugins import AdapterContext, RankerPluginError
 
 logger = logging.getLogger(__name__)
@@ -203,37 +202,6 @@ def build_din(vocab: FeatureVocab, settings: DeepCtrDinSettings, seed: int) -> D
     )
 
 
-def train_din(
-    adapter: DeepCtrDinAdapter, train: RankerInputs, valid: RankerInputs, seed: int
-) -> float:
-    """Train the adapter's DIN (BCE on logits, Adam, early stopping); its best valid AUC."""
-    settings = adapter.settings
-    optimizer = torch.optim.Adam(adapter.model.parameters(), lr=settings.learning_rate)
-    loss_fn = nn.BCEWithLogitsLoss()
-    generator = torch.Generator().manual_seed(seed)
-    best_auc, best_epoch, best_state = -1.0, 0, copy.deepcopy(adapter.model.state_dict())
-    for epoch in range(settings.epochs):
-        adapter.train()
-        for batch in train.batches(settings.batch_size, shuffle=True, generator=generator):
-            loss = loss_fn(adapter(batch), batch.label)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        adapter.eval()
-        with torch.no_grad():
-            logits = torch.cat([adapter(b) for b in valid.batches(4096)])
-        auc = roc_auc(valid.label.numpy(), logits.numpy())
-        logger.info("DeepCTR DIN epoch %d/%d: valid AUC %.4f", epoch + 1, settings.epochs, auc)
-        if auc > best_auc:
-            best_auc, best_epoch = auc, epoch + 1
-            best_state = copy.deepcopy(adapter.model.state_dict())
-        elif epoch + 1 - best_epoch >= settings.patience:
-            break
-    adapter.model.load_state_dict(best_state)
-    adapter.eval()
-    return best_auc
-
-
 def save_din(adapter: DeepCtrDinAdapter, directory: Path) -> None:
     """``din.safetensors`` + ``din.json`` (settings and vocabulary); nothing pickled."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -283,7 +251,16 @@ def deepctr_din(context: AdapterContext) -> DeepCtrDinAdapter:
     adapter = DeepCtrDinAdapter(
         build_din(context.vocab, settings, context.seed), context.vocab, settings
     )
-    auc = train_din(adapter, context.train, context.valid, context.seed)
+    auc = fit_adapter(
+        adapter,
+        context.train,
+        context.valid,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        patience=settings.patience,
+        seed=context.seed,
+    )
     logger.info("DeepCTR DIN trained: best warm-valid AUC %.4f", auc)
     if checkpoint is not None:
         save_din(adapter, checkpoint)
