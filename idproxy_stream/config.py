@@ -534,7 +534,9 @@ class RedisStoreConfig(FrozenModel):
 
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "idproxy:"
-    ttl_s: int | None = Field(None, ge=1)
+    ttl_s: int | None = Field(
+        None, ge=1, description="expiry after each write (refreshed by rewrites); see store.ttl_s"
+    )
     username_env: str | None = None
     password_env: str | None = Field(None, description="name of the env var with the password")
     ssl: bool = False
@@ -550,14 +552,43 @@ class ParquetStoreConfig(FrozenModel):
     row_group_size: int = Field(10_000, ge=1, description="rows buffered before a file is written")
 
 
-class StoreConfig(FrozenModel):
-    """Where proxies land: one online store and, optionally, the Parquet offline log too."""
+BUILTIN_STORES = ("sqlite", "redis", "parquet")
 
-    online: Literal["sqlite", "redis", "parquet"] = "sqlite"
+
+class StoreConfig(FrozenModel):
+    """Where proxies land: one online store and, optionally, the Parquet offline log too.
+
+    ``online`` is a built-in backend (``sqlite``, ``redis``, ``parquet``, configured by the
+    section of that name) or your own ``"package.module:Class"``, a
+    :class:`~idproxy_stream.store.base.FeatureStore` subclass whose ``from_config`` receives
+    ``settings``.
+    """
+
+    online: str = Field(
+        "sqlite", description='sqlite | redis | parquet | "package.module:Class" (a FeatureStore)'
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="passed to a plugin store's from_config"
+    )
+    ttl_s: int | None = Field(
+        None,
+        ge=1,
+        description="the cold-start window: a proxy expires this long after its item's "
+        "created_at (by then the ranker should serve the item's own ID); None = never. "
+        "Redis only (EXPIREAT on the item's keys)",
+    )
     offline_log: bool = False
     sqlite: SqliteStoreConfig = SqliteStoreConfig()
     redis: RedisStoreConfig = RedisStoreConfig()
     parquet: ParquetStoreConfig = ParquetStoreConfig()
+
+    @model_validator(mode="after")
+    def _known_backend_or_import_path(self) -> StoreConfig:
+        if self.online not in BUILTIN_STORES and ":" not in self.online:
+            raise ValueError(
+                f"store.online must be one of {', '.join(BUILTIN_STORES)} or 'package.module:Class'"
+            )
+        return self
 
 
 class ReaderConfig(FrozenModel):
