@@ -61,3 +61,18 @@ def test_idproxy_through_a_tiny_deepctr_din_beats_the_mean_id_on_the_cold_split(
     settings = {**SETTINGS.model_dump(), "epochs": 4, "learning_rate": 1e-2}
     auc = idproxy_and_mean_id_cold_auc(tmp_path, ADAPTER, settings, load_din)
     assert auc["idproxy"] > auc["mean_id"] + 0.05, auc
+
+
+def test_a_din_with_its_own_item_indices_is_read_through_row_to_index(encoded_parts, batch):
+    """A DIN trained elsewhere indexes items its own way: ``row_to_index`` maps our rows."""
+    vocab, _ = encoded_parts
+    order = torch.randperm(vocab.num_item_rows - 1, generator=torch.Generator().manual_seed(0))
+    row_to_index = torch.cat([torch.zeros(1, dtype=torch.long), order + 1])
+    model = build_din(vocab, SETTINGS, seed=1)
+    adapter = DeepCtrDinAdapter(model, vocab, SETTINGS, row_to_index=row_to_index).eval()
+    weight = model.embedding_dict["item_id"].weight
+    torch.testing.assert_close(adapter.id_embedding_table(), weight[row_to_index])
+    plain = check_own_table_override_reproduces_logits(adapter, batch)
+    identity = DeepCtrDinAdapter(model, vocab, SETTINGS).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain, identity(batch))  # the mapping is really applied

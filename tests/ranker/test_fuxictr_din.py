@@ -4,6 +4,9 @@ data."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -58,3 +61,36 @@ def test_idproxy_through_a_tiny_fuxictr_din_beats_the_mean_id_on_the_cold_split(
     settings = {**SETTINGS.model_dump(), "epochs": 4, "learning_rate": 1e-2}
     auc = idproxy_and_mean_id_cold_auc(tmp_path, ADAPTER, settings, load_din)
     assert auc["idproxy"] > auc["mean_id"] + 0.05, auc
+
+
+def test_a_binary_fuxictr_din_gives_the_logit_before_its_sigmoid(encoded_parts, batch):
+    """A DIN trained by FuxiCTR itself (task binary_classification, a final sigmoid)."""
+    from model_zoo.LongCTR.DIN.DIN import DIN
+
+    from idproxy_stream.ranker.fuxictr_din import feature_map
+
+    vocab, _ = encoded_parts
+    model = DIN(
+        feature_map(vocab, SETTINGS.embedding_dim),
+        task="binary_classification",
+        dnn_hidden_units=[16],
+        attention_hidden_units=[8],
+        embedding_dim=SETTINGS.embedding_dim,
+        optimizer="adam",
+        loss="binary_crossentropy",
+        metrics=["AUC"],
+        model_root=str(Path(tempfile.gettempdir())),
+        verbose=0,
+    )
+    adapter = FuxiCtrDinAdapter(model, vocab, SETTINGS).eval()
+    with torch.no_grad():
+        adapter.id_embedding_table()[1:].normal_(0.0, 0.5)
+        logits = check_own_table_override_reproduces_logits(adapter, batch)
+        users = {"user": batch.user}
+        for column, name in enumerate(vocab.user_feature_columns):
+            users[f"user_{name}"] = batch.user_features[:, column]
+        items = torch.cat([batch.history, batch.item.unsqueeze(1)], dim=1).reshape(-1)
+        mask = (batch.history > 0).float()
+        probability = model((users, {"item_id": items}, mask))["y_pred"].squeeze(-1)
+    torch.testing.assert_close(torch.sigmoid(logits), probability)
+    assert isinstance(model.dnn.mlp[-1], torch.nn.Sigmoid)  # restored after each call
