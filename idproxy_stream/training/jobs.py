@@ -59,7 +59,7 @@ from idproxy_stream.training.bundle import (
 )
 from idproxy_stream.training.item_features import RowFeatures
 from idproxy_stream.training.pipeline import new_manifest, stage2_data
-from idproxy_stream.training.rankers import bundle_has_ranker, bundle_ranker
+from idproxy_stream.training.rankers import bundle_has_ranker, bundle_ranker, ranker_id_space
 from idproxy_stream.training.stage1 import split_mature_rows
 from idproxy_stream.training.stage2 import train_stage2
 
@@ -143,12 +143,19 @@ def stage2_inputs(
     ranker, _ = bundle_ranker(
         config, layout, data.vocab, data.samples, data.dataset.items, train_if_missing=False
     )
+    id_space = IdSpace.load(layout.id_space)
+    served = ranker_id_space(ranker, data.vocab, id_space.item_ids, id_space.interaction_counts)
+    if served.fingerprint != id_space.fingerprint:
+        raise TrainingJobError(
+            f"the ranker ({config.ranker.adapter or 'reference'}, ranker.checkpoint = "
+            f"{config.ranker.checkpoint}) gives ID space {served.fingerprint}, but Stage 1 in "
+            f"{layout.root} aligned to {id_space.fingerprint}: point ranker.checkpoint at the "
+            "ranker Stage 1 used, or run Stage 1 again in a fresh model_dir"
+        )
     row_features = RowFeatures.from_table(
         features, data.vocab.item_rows(features.item_ids), data.vocab.num_item_rows
     )
-    return Stage2Inputs(
-        ranker, IdSpace.load(layout.id_space), data.vocab, row_features, data.samples, data.summary
-    )
+    return Stage2Inputs(ranker, id_space, data.vocab, row_features, data.samples, data.summary)
 
 
 def run_stage2(

@@ -135,7 +135,7 @@ def test_a_bundle_trains_through_a_plugin_ranker_and_stage2_reloads_it(tmp_path,
     from idproxy_stream.index.id_space import IdSpace
     from idproxy_stream.ranker.training import load_ranker
     from idproxy_stream.training.bundle import load_training_data, train_model_bundle
-    from idproxy_stream.training.rankers import bundle_ranker
+    from idproxy_stream.training.jobs import TrainingJobError, stage2_inputs
 
     checkpoint = tmp_path / "my-ranker"
     ranker = with_updates(
@@ -161,12 +161,17 @@ def test_a_bundle_trains_through_a_plugin_ranker_and_stage2_reloads_it(tmp_path,
 
     # what the Stage 2 job does: build the bundle's ranker again, from the checkpoint
     data = load_training_data(config)
-    again, origin = bundle_ranker(
-        config, layout, data.vocab, data.samples, data.dataset.items, train_if_missing=False
-    )
-    assert origin == "plugin"
+    again = stage2_inputs(data, layout, features, config).ranker
     assert torch.equal(again.id_embedding_table(), trained.id_embedding_table())
     assert not any(p.requires_grad for p in again.parameters())
+    # a checkpoint holding another ranker than the one Stage 1 aligned to is refused
+    moved = with_updates(
+        ranker,
+        checkpoint=tmp_path / "another-ranker",
+        adapter_settings={**ranker.adapter_settings, "learning_rate": 3e-3},
+    )
+    with pytest.raises(TrainingJobError, match=r"but Stage 1 in .* aligned to"):
+        stage2_inputs(data, layout, features, with_updates(config, ranker=moved))
 
     other = with_updates(config, ranker=with_updates(ranker, adapter="my_rankers:untrained"))
     with pytest.raises(RankerPluginError, match=r"was trained through .idproxy_stream\.ranker"):
