@@ -669,6 +669,38 @@ def backfill(
     typer.echo(json.dumps(report.to_dict()))
 
 
+# ---------------------------------------------------------------- ranker retrain (issue 13)
+
+
+@app.command()
+def realign(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    ranker_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="the new ranker: ranker.checkpoint of the plugin, or a saved reference ranker"
+        ),
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="the new ProxyModel version")] = None,
+    skip_backfill: Annotated[
+        bool, typer.Option("--skip-backfill", help="publish only; backfill later")
+    ] = False,
+) -> None:
+    """Ranker-retrain runbook: re-align to the new ranker, publish + hot-swap, backfill."""
+    import json
+
+    _prepare_ray(ctx)
+    from idproxy_stream.runbooks.retrain import realign as run_realign
+
+    app_config = _load(config)
+    _in_process(app_config)
+    report = run_realign(
+        app_config, ranker_checkpoint, version, not skip_backfill, progress=_progress
+    )
+    typer.echo(json.dumps(report.to_dict(), default=float))
+
+
 def main() -> None:
     app()
 
