@@ -305,15 +305,27 @@ def train(
     config: ConfigOption = None,
     model_dir: Annotated[Path | None, typer.Option(help="bundle directory")] = None,
     version: Annotated[str | None, typer.Option(help="ProxyModel version name")] = None,
+    id_table: Annotated[
+        Path | None,
+        typer.Option(
+            help="no ranker: an exported ID table (.parquet, .safetensors or a folder of .npy)"
+        ),
+    ] = None,
 ) -> None:
-    """Train ranker (or reuse it), IDProxy and the ID-space index; publish the model."""
+    """Train ranker (or reuse it), IDProxy and the ID-space index; publish the model.
+
+    With --id-table, only what needs no ranker: Stage 1 or ridge, the index, the bundle.
+    """
     from idproxy_stream.training.bundle import train_model_bundle
+    from idproxy_stream.training.id_table import train_id_table_bundle
 
     app_config = _load(config)
     _in_process(app_config)
-    report = train_model_bundle(
-        app_config, model_dir or app_config.stream.model_dir, version, progress=_progress
-    )
+    target = model_dir or app_config.stream.model_dir
+    if id_table is not None:
+        report = train_id_table_bundle(app_config, id_table, target, version, progress=_progress)
+    else:
+        report = train_model_bundle(app_config, target, version, progress=_progress)
     typer.echo(f"published ProxyModel {report.version} in {report.model_dir}")
     typer.echo(
         "wall time per stage (s): "
@@ -683,6 +695,9 @@ def realign(
         ),
     ] = None,
     version: Annotated[str | None, typer.Option(help="the new ProxyModel version")] = None,
+    id_table: Annotated[
+        Path | None, typer.Option(help="instead of a ranker: the new exported ID table")
+    ] = None,
     skip_backfill: Annotated[
         bool, typer.Option("--skip-backfill", help="publish only; backfill later")
     ] = False,
@@ -696,7 +711,7 @@ def realign(
     app_config = _load(config)
     _in_process(app_config)
     report = run_realign(
-        app_config, ranker_checkpoint, version, not skip_backfill, progress=_progress
+        app_config, ranker_checkpoint, version, not skip_backfill, _progress, id_table
     )
     typer.echo(json.dumps(report.to_dict(), default=float))
 

@@ -8,7 +8,8 @@ that window to the length of one backfill:
    the ID-space index and a ProxyModel ``version`` through the new ranker, into a staging bundle
    ``<model_dir>/.realign-<version>/`` next to the serving one. The new ranker is
    ``ranker.checkpoint`` for a plugin (``ranker.adapter``), else a folder holding a saved
-   reference ranker (``ranker.json`` + safetensors), copied into the staging bundle.
+   reference ranker (``ranker.json`` + safetensors), copied into the staging bundle; or, with
+   ``id_table``, an exported ID table (``train_id_table_bundle``, no Stage 2).
 2. **Publish and hot-swap.** The serving bundle's ``ranker/``, ``id_space/``, ``index/`` and
    ``bundle.json`` move to ``<model_dir>/retired/<previous version>/`` and the staged ones
    take their place (renames on one file system), the version directory moves into the serving
@@ -42,6 +43,7 @@ from idproxy_stream.proxy.registry import (
 )
 from idproxy_stream.ranker.training import MANIFEST_FILE as RANKER_MANIFEST
 from idproxy_stream.training.bundle import BundleReport, default_version, train_model_bundle
+from idproxy_stream.training.id_table import train_id_table_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +119,12 @@ def realign(
     version: str | None = None,
     backfill: bool = True,
     progress: Callable[[str], None] | None = None,
+    id_table: Path | None = None,
 ) -> RealignReport:
-    """Run the retrain runbook (module docstring) for the bundle in ``stream.model_dir``."""
+    """Run the retrain runbook (module docstring) for the bundle in ``stream.model_dir``.
+
+    ``id_table``: re-align to a new exported ID table instead (``training/id_table.py``).
+    """
     serving = BundleLayout(Path(config.stream.model_dir).resolve())
     version = check_version_name(version or default_version())
     if not serving.registry.is_dir():
@@ -133,9 +139,12 @@ def realign(
     if staging.root.exists():
         shutil.rmtree(staging.root)  # what an interrupted run left
     staging.root.mkdir()
-    if config.ranker.adapter is None:
-        stage_reference_ranker(ranker_checkpoint, staging)
-    training = train_model_bundle(config, staging.root, version, progress=progress)
+    if id_table is not None:
+        training = train_id_table_bundle(config, id_table, staging.root, version, progress=progress)
+    else:
+        if config.ranker.adapter is None:
+            stage_reference_ranker(ranker_checkpoint, staging)
+        training = train_model_bundle(config, staging.root, version, progress=progress)
     previous = promote(staging, serving, version)
     logger.info("realign: serving %s (was %s), ID space swapped", version, previous)
     report = RealignReport(training, previous, None)

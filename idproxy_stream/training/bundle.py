@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,18 +111,19 @@ def build_neighbour_checker(
     model: ProxyModel,
     features: RowFeatures,
     holdout_rows: torch.Tensor,
-    vocab: FeatureVocab,
+    row_item_ids: Sequence[int],
     id_space: IdSpace,
     config: AppConfig,
 ) -> NeighbourChecker:
     """Faiss index over the ID space, void threshold calibrated on held-out items' proxies.
 
+    ``row_item_ids``: the item ID of ranker rows 1, 2, ... (``FeatureVocab.item_ids``).
     With fewer than 20 held-out items the checker calibrates leave-one-out on mature IDs.
     """
     proxies = model.predict(
         features.global_embedding[holdout_rows], features.cluster_states[holdout_rows]
     ).numpy()
-    item_ids = np.asarray(vocab.item_ids, dtype=np.int64)[holdout_rows.numpy() - 1]
+    item_ids = np.asarray(row_item_ids, dtype=np.int64)[holdout_rows.numpy() - 1]
     use_holdout = len(item_ids) >= 20
     return NeighbourChecker.build(
         id_space,
@@ -208,7 +209,7 @@ def train_model_bundle(
 
     started = time.perf_counter()
     checker = build_neighbour_checker(
-        training.model, row_features, training.holdout_rows, vocab, id_space, config
+        training.model, row_features, training.holdout_rows, vocab.item_ids, id_space, config
     )
     checker.save(layout.index)
     timings["index"] = time.perf_counter() - started

@@ -233,7 +233,12 @@ def run_stage2(
     say(f"stage 2: held-out-item AUC {result.metrics.get('best_valid_auc', float('nan')):.4f}")
 
     checker = build_neighbour_checker(
-        result.model, inputs.row_features, holdout_rows, inputs.vocab, inputs.id_space, config
+        result.model,
+        inputs.row_features,
+        holdout_rows,
+        inputs.vocab.item_ids,
+        inputs.id_space,
+        config,
     )
     checker.save(layout.index)
 
