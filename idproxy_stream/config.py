@@ -555,6 +555,22 @@ class ParquetStoreConfig(FrozenModel):
 BUILTIN_STORES = ("sqlite", "redis", "parquet")
 
 
+class FeastConfig(FrozenModel):
+    """Mirror every proxy into Feast's online layout (``store/feast.py``), so Feast's
+    ``get_online_features(["item_proxy:proxy", ...])`` serves them. Match your feature repo:
+    ``project``, the feature view's name, the entity's join key and its value type."""
+
+    online: Literal["redis", "sqlite"] = "redis"
+    project: str = Field("idproxy", min_length=1, description="feature_store.yaml project")
+    feature_view: str = Field("item_proxy", min_length=1)
+    join_key: str = Field("item_id", min_length=1, description="the Entity's join key")
+    entity_key_dtype: Literal["int64", "string"] = Field(
+        "int64", description="the Entity's value type (Feast's key bytes include it)"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="online: redis")
+    sqlite_path: Path = Field(Path("data/online_store.db"), description="online: sqlite")
+
+
 class StoreConfig(FrozenModel):
     """Where proxies land: one online store and, optionally, the Parquet offline log too.
 
@@ -578,6 +594,9 @@ class StoreConfig(FrozenModel):
         "Redis only (EXPIREAT on the item's keys)",
     )
     offline_log: bool = False
+    feast: FeastConfig | None = Field(
+        None, description="also write Feast's online layout (None: do not)"
+    )
     sqlite: SqliteStoreConfig = SqliteStoreConfig()
     redis: RedisStoreConfig = RedisStoreConfig()
     parquet: ParquetStoreConfig = ParquetStoreConfig()

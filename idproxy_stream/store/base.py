@@ -180,7 +180,7 @@ def build_store(config: StoreConfig) -> FeatureStore:
     ``config.settings``. ``config.ttl_s`` is applied with :meth:`FeatureStore.expire_after_created`
     (a store that cannot expire rows refuses it). With ``offline_log=True`` (and an online store
     other than parquet) the result is a :class:`~idproxy_stream.store.composite.CompositeStore`
-    writing both.
+    writing both; ``config.feast`` adds Feast's online layout the same way (``store/feast.py``).
     """
     backend = store_class(config.online)
     section = getattr(config, config.online) if config.online in STORE_BACKENDS else config.settings
@@ -191,13 +191,21 @@ def build_store(config: StoreConfig) -> FeatureStore:
         except BaseException:
             online.close()
             raise
-    if not config.offline_log or config.online == "parquet":
-        return online
     from idproxy_stream.store.composite import CompositeStore
 
+    if config.offline_log and config.online != "parquet":
+        try:
+            offline = store_class("parquet").from_config(config.parquet)
+        except BaseException:
+            online.close()
+            raise
+        online = CompositeStore(online, offline)
+    if config.feast is None:
+        return online
+    from idproxy_stream.store.feast import FeastOnlineWrite
+
     try:
-        offline = store_class("parquet").from_config(config.parquet)
+        return CompositeStore(online, FeastOnlineWrite(config.feast))
     except BaseException:
         online.close()
         raise
-    return CompositeStore(online, offline)
