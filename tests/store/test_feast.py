@@ -120,3 +120,12 @@ def test_feast_reads_our_rows_from_redis(feast_python, tmp_path, redis_url, redi
     finally:
         for key in redis_client.scan_iter(match=b"*idproxy"):
             redis_client.delete(key)
+
+
+def test_a_wrong_entity_dtype_fails_at_load_naming_the_setting():
+    from idproxy_stream.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"store": {"feast": {"entity_key_dtype": "int32"}}}, "test settings")
+    assert "store.feast.entity_key_dtype" in str(error.value)
+    assert "\n" not in str(error.value).strip()
