@@ -117,3 +117,33 @@ def test_realign_without_a_saved_reference_ranker_names_the_option(tmp_path):
     BundleLayout(config.stream.model_dir).registry.mkdir(parents=True)
     with pytest.raises(RealignError, match=r"--ranker-checkpoint .* holds no saved reference"):
         realign(config, tmp_path / "nowhere", "v2")
+
+
+def test_realign_to_a_new_exported_id_table_serves_every_cold_item_the_new_version(tmp_path):
+    import pandas as pd
+
+    from idproxy_stream.data.loading import load_dataset
+    from idproxy_stream.training.id_table import train_id_table_bundle
+
+    raw = settings(tmp_path)
+    config = config_from_dict(raw, "test settings")
+    dataset = load_dataset(config.data)
+    item_ids = dataset.items["item_id"].to_numpy(np.int64)
+    counts = dataset.interactions.groupby("item_id").size().reindex(item_ids, fill_value=0)
+    factors = np.asarray(dataset.metadata["item_factors"], dtype=np.float32)
+    rotation, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(factors.shape[1],) * 2))
+    for name, table in (("old", factors), ("new", factors @ rotation.astype(np.float32))):
+        frame = pd.DataFrame(
+            {"item_id": item_ids, "embedding": list(table), "interactions": counts.to_numpy()}
+        )
+        frame[frame["interactions"] >= 5].to_parquet(tmp_path / f"{name}.parquet")
+    train_id_table_bundle(config, tmp_path / "old.parquet", config.stream.model_dir, "v1")
+    old = IdSpace.load(BundleLayout(config.stream.model_dir).id_space).fingerprint
+
+    report = realign(config, None, "v2", id_table=tmp_path / "new.parquet")
+    assert report.previous_version == "v1" and report.backfill.model_version == "v2"
+    assert IdSpace.load(BundleLayout(config.stream.model_dir).id_space).fingerprint != old
+    cold = cold_item_ids(config)
+    with ProxyReader.from_config(config) as reader:
+        served = reader.get(cold.tolist())
+    assert set(served.source) == {"proxy"} and set(served.model_version) == {"v2"}
