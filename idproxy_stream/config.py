@@ -117,10 +117,39 @@ class SyntheticDataConfig(FrozenModel):
         return self
 
 
+class TableDataConfig(FrozenModel):
+    """The generic table format (``data.name: table``, ``docs/data.md``): file names and columns.
+
+    ``items`` and ``interactions`` are Parquet (``.parquet``) or CSV (``.csv``) files, relative
+    to ``data.path`` unless absolute. ``idproxy data export`` writes this format from any other
+    loader.
+    """
+
+    items: Path = Field(Path("items.parquet"), description="the items table, under data.path")
+    interactions: Path = Field(
+        Path("interactions.parquet"), description="the interactions table, under data.path"
+    )
+    label_column: Literal["label", "rating"] = Field(
+        "label",
+        description="label: a 0/1 column; rating: a numeric column, a click when >= "
+        "data.click_threshold",
+    )
+    side_columns: tuple[str, ...] = Field(
+        (),
+        description="categorical item columns kept (as strings) besides the standard ones; "
+        "encoder.text_fields may name them",
+    )
+    user_feature_columns: tuple[str, ...] = Field(
+        (),
+        description="categorical user columns of the interactions table; each user gets the "
+        "value of their latest interaction",
+    )
+
+
 class DataConfig(FrozenModel):
     """Which dataset to load and where it lies."""
 
-    name: Literal["synthetic", "ml-100k", "movielens-csv"] = "synthetic"
+    name: Literal["synthetic", "ml-100k", "movielens-csv", "table"] = "synthetic"
     path: Path | None = None
     plots_path: Path | None = Field(
         None, description="IMDb plot side file (movielens100k_details.csv) or a CSV item_id,plot"
@@ -140,6 +169,7 @@ class DataConfig(FrozenModel):
     )
     max_tags_per_item: int = Field(20, ge=0, description="movielens-csv: most frequent tags kept")
     synthetic: SyntheticDataConfig = SyntheticDataConfig()
+    table: TableDataConfig = TableDataConfig()
 
     @model_validator(mode="after")
     def _path_needed_for_movielens(self) -> DataConfig:
@@ -184,8 +214,23 @@ class SplitConfig(FrozenModel):
 
 
 class RankerConfig(FrozenModel):
-    """Reference CTR ranker (DIN target attention + DCN-v2 cross + MLP) and its training."""
+    """The ranker IDProxy aligns to: the reference one (DIN target attention + DCN-v2 cross +
+    MLP, trained here) or yours, loaded by import path (``adapter``, ``docs/ranker-adapter.md``).
 
+    The other fields configure the reference ranker; a plugin reads ``adapter_settings``.
+    """
+
+    adapter: str | None = Field(
+        None,
+        description='"package.module:factory" whose factory(context) returns a RankerAdapter; '
+        "None = the reference ranker",
+    )
+    adapter_settings: dict[str, Any] = Field(
+        default_factory=dict, description="free settings passed to the adapter factory"
+    )
+    checkpoint: Path | None = Field(
+        None, description="the plugin ranker's checkpoint, passed to the adapter factory"
+    )
     id_dim: int = Field(16, ge=2)
     side_dim: int = Field(8, ge=2)
     item_side_features: bool = Field(
@@ -542,7 +587,9 @@ class RedisStoreConfig(FrozenModel):
 
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "idproxy:"
-    ttl_s: int | None = Field(None, ge=1)
+    ttl_s: int | None = Field(
+        None, ge=1, description="expiry after each write (refreshed by rewrites); see store.ttl_s"
+    )
     username_env: EnvVarName | None = None
     password_env: EnvVarName | None = Field(
         None, description="name of the env var with the password"
@@ -560,14 +607,62 @@ class ParquetStoreConfig(FrozenModel):
     row_group_size: int = Field(10_000, ge=1, description="rows buffered before a file is written")
 
 
-class StoreConfig(FrozenModel):
-    """Where proxies land: one online store and, optionally, the Parquet offline log too."""
+BUILTIN_STORES = ("sqlite", "redis", "parquet")
 
-    online: Literal["sqlite", "redis", "parquet"] = "sqlite"
+
+class FeastConfig(FrozenModel):
+    """Mirror every proxy into Feast's online layout (``store/feast.py``), so Feast's
+    ``get_online_features(["item_proxy:proxy", ...])`` serves them. Match your feature repo:
+    ``project``, the feature view's name, the entity's join key and its value type."""
+
+    online: Literal["redis", "sqlite"] = "redis"
+    project: str = Field("idproxy", min_length=1, description="feature_store.yaml project")
+    feature_view: str = Field("item_proxy", min_length=1)
+    join_key: str = Field("item_id", min_length=1, description="the Entity's join key")
+    entity_key_dtype: Literal["int64", "string"] = Field(
+        "int64", description="the Entity's value type (Feast's key bytes include it)"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="online: redis")
+    sqlite_path: Path = Field(Path("data/online_store.db"), description="online: sqlite")
+
+
+class StoreConfig(FrozenModel):
+    """Where proxies land: one online store and, optionally, the Parquet offline log too.
+
+    ``online`` is a built-in backend (``sqlite``, ``redis``, ``parquet``, configured by the
+    section of that name) or your own ``"package.module:Class"``, a
+    :class:`~idproxy_stream.store.base.FeatureStore` subclass whose ``from_config`` receives
+    ``settings``.
+    """
+
+    online: str = Field(
+        "sqlite", description='sqlite | redis | parquet | "package.module:Class" (a FeatureStore)'
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="passed to a plugin store's from_config"
+    )
+    ttl_s: int | None = Field(
+        None,
+        ge=1,
+        description="the cold-start window: a proxy expires this long after its item's "
+        "created_at (by then the ranker should serve the item's own ID); None = never. "
+        "Redis only (EXPIREAT on the item's keys)",
+    )
     offline_log: bool = False
+    feast: FeastConfig | None = Field(
+        None, description="also write Feast's online layout (None: do not)"
+    )
     sqlite: SqliteStoreConfig = SqliteStoreConfig()
     redis: RedisStoreConfig = RedisStoreConfig()
     parquet: ParquetStoreConfig = ParquetStoreConfig()
+
+    @model_validator(mode="after")
+    def _known_backend_or_import_path(self) -> StoreConfig:
+        if self.online not in BUILTIN_STORES and ":" not in self.online:
+            raise ValueError(
+                f"store.online must be one of {', '.join(BUILTIN_STORES)} or 'package.module:Class'"
+            )
+        return self
 
 
 class ReaderConfig(FrozenModel):

@@ -22,10 +22,12 @@ events that fail alone are refused (``encode_failed``). Neighbours of a bad even
 **Hot model swap.** Every ``model_poll_interval_s`` the worker reads the registry's ``LATEST``;
 a new version is loaded (fingerprints and content contract checked against this encoder, its
 text fields and the ID space; the weights against the SHA-256 its manifest recorded) and used
-from the next batch on. A damaged version (truncated weights, a broken manifest) is refused
-once — logged and counted in ``refused_versions`` — and never fails a batch; the current one
-keeps serving. Each batch carries the version that produced it, so every stored row names its
-model. A backfill pins one version instead
+from the next batch on. A version aligned to another ID space (a retrained ranker: ``idproxy
+realign`` swaps the bundle's ID space in before it moves ``LATEST``) brings the bundle's current
+ID space with it, mature items included. A damaged version (truncated weights, a broken
+manifest) is refused once — logged and counted in ``refused_versions`` — and never fails a
+batch; the current one keeps serving. Each batch carries the version that produced it, so every
+stored row names its model. A backfill pins one version instead
 (``WorkerSettings.model_version``): it is loaded once and never swapped.
 
 The worker receives :class:`WorkerSettings` (what it reads of the application config), never
@@ -54,8 +56,18 @@ from idproxy_stream.encoders.images import ImageInputError, load_image
 from idproxy_stream.encoders.layers import pool_layer_clusters
 from idproxy_stream.events import DeadLetterReason
 from idproxy_stream.index.id_space import IdSpace
-from idproxy_stream.proxy.model import ProxyManifest, ProxyModel, ProxyModelError
-from idproxy_stream.proxy.registry import check_version_name, latest_version, load_version
+from idproxy_stream.proxy.model import (
+    ProxyManifest,
+    ProxyModel,
+    ProxyModelError,
+    read_proxy_manifest,
+)
+from idproxy_stream.proxy.registry import (
+    check_version_name,
+    latest_version,
+    load_version,
+    version_directory,
+)
 from idproxy_stream.stream.messages import EncodedBatch, ProxyRow, Rejection, WorkItem
 
 logger = logging.getLogger(__name__)
@@ -117,12 +129,9 @@ class ProxyWorker:
         self.encoder = build_encoder(settings.encoder)
         self.content = encoder_contract(self.encoder, settings.encoder.text_fields)
         self.reads_images = bool(getattr(self.encoder, "reads_images", True))
-        layout = BundleLayout(settings.model_dir)
-        self.registry = layout.registry
-        id_space = IdSpace.load(layout.id_space)
-        self.id_space_fingerprint = id_space.fingerprint
-        mature = id_space.interaction_counts >= settings.maturity_threshold
-        self.mature_item_ids = np.sort(id_space.item_ids[mature])
+        self.layout = BundleLayout(settings.model_dir)
+        self.registry = self.layout.registry
+        self._use_id_space(IdSpace.load(self.layout.id_space))
         self.model: ProxyModel | None = None
         self.manifest: ProxyManifest | None = None
         self._refused_version: str | None = None
@@ -194,17 +203,36 @@ class ProxyWorker:
             return False
         return True
 
+    def _use_id_space(self, id_space: IdSpace) -> None:
+        """Serve against ``id_space``: its fingerprint and its mature items (sorted IDs)."""
+        self.id_space_fingerprint = id_space.fingerprint
+        mature = id_space.interaction_counts >= self.settings.maturity_threshold
+        self.mature_item_ids = np.sort(id_space.item_ids[mature])
+
+    def _id_space_for(self, version: str) -> IdSpace | None:
+        """The bundle's ID space when ``version`` was aligned to another one than this worker
+        serves (a ranker retrain, ``idproxy realign``, swapped it in before LATEST); else None."""
+        wanted = read_proxy_manifest(version_directory(self.registry, version))
+        if wanted.id_space_fingerprint == self.id_space_fingerprint:
+            return None
+        return IdSpace.load(self.layout.id_space)
+
     def _load(self, version: str) -> None:
         """Load ``version`` and serve it from the next batch on; raises what it refuses."""
+        new_id_space = self._id_space_for(version)
         model, manifest = load_version(
             self.registry,
             version,
             expected_encoder_fingerprint=self.encoder.fingerprint,
-            expected_id_space_fingerprint=self.id_space_fingerprint,
+            expected_id_space_fingerprint=(
+                self.id_space_fingerprint if new_id_space is None else new_id_space.fingerprint
+            ),
             expected_content=self.content,
         )
         previous = None if self.manifest is None else self.manifest.version
         model.eval()
+        if new_id_space is not None:
+            self._use_id_space(new_id_space)
         self.model, self.manifest = model, manifest
         logger.info(
             "serving model version %s (was %s)",
