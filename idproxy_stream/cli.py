@@ -222,7 +222,7 @@ ranker_app = typer.Typer(help="The reference CTR ranker.", no_args_is_help=True)
 app.add_typer(ranker_app, name="ranker")
 
 DatasetOption = Annotated[
-    str | None, typer.Option("--dataset", help="synthetic | ml-100k | movielens-csv")
+    str | None, typer.Option("--dataset", help="synthetic | ml-100k | movielens-csv | table")
 ]
 PathOption = Annotated[Path | None, typer.Option("--path", help="dataset folder")]
 PlotsOption = Annotated[
@@ -305,15 +305,27 @@ def train(
     config: ConfigOption = None,
     model_dir: Annotated[Path | None, typer.Option(help="bundle directory")] = None,
     version: Annotated[str | None, typer.Option(help="ProxyModel version name")] = None,
+    id_table: Annotated[
+        Path | None,
+        typer.Option(
+            help="no ranker: an exported ID table (.parquet, .safetensors or a folder of .npy)"
+        ),
+    ] = None,
 ) -> None:
-    """Train ranker (or reuse it), IDProxy and the ID-space index; publish the model."""
+    """Train ranker (or reuse it), IDProxy and the ID-space index; publish the model.
+
+    With --id-table, only what needs no ranker: Stage 1 or ridge, the index, the bundle.
+    """
     from idproxy_stream.training.bundle import train_model_bundle
+    from idproxy_stream.training.id_table import train_id_table_bundle
 
     app_config = _load(config)
     _in_process(app_config)
-    report = train_model_bundle(
-        app_config, model_dir or app_config.stream.model_dir, version, progress=_progress
-    )
+    target = model_dir or app_config.stream.model_dir
+    if id_table is not None:
+        report = train_id_table_bundle(app_config, id_table, target, version, progress=_progress)
+    else:
+        report = train_model_bundle(app_config, target, version, progress=_progress)
     typer.echo(f"published ProxyModel {report.version} in {report.model_dir}")
     typer.echo(
         "wall time per stage (s): "
@@ -441,6 +453,53 @@ def _evaluate_suite(
         resume=resume,
     )
     typer.echo((output / "report.md").read_text())
+
+
+# --------------------------------------------------------------------------- data
+
+data_app = typer.Typer(
+    help="Datasets in the generic table format (docs/data.md).", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("export")
+def data_export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder to write the tables to")],
+    config: ConfigOption = None,
+    dataset: DatasetOption = None,
+    path: PathOption = None,
+    plots: PlotsOption = None,
+    plots_check: PlotsCheckOption = None,
+    posters: PostersOption = None,
+    poster_map: PosterMapOption = None,
+    file_format: Annotated[str, typer.Option("--format", help="parquet | csv")] = "parquet",
+) -> None:
+    """Write the configured dataset (synthetic, MovieLens ...) as items + interactions tables."""
+    from idproxy_stream.data.export import export_table_dataset
+    from idproxy_stream.data.loading import load_dataset
+
+    app_config = _with_data(_load(config), dataset, path, plots, plots_check, posters, poster_map)
+    report = export_table_dataset(load_dataset(app_config.data), output, file_format)
+    typer.echo(
+        f"wrote {report.items} items to {report.items_path} and {report.interactions} "
+        f"interactions to {report.interactions_path} ({report.images} images)"
+    )
+    typer.echo(f"load it with the data section of {report.config_path} (data.name: table)")
+
+
+@data_app.command("check")
+def data_check(config: ConfigOption = None, path: PathOption = None) -> None:
+    """Load the configured dataset (e.g. data.name: table) and print its counts and split."""
+    import json
+
+    from idproxy_stream.data.loading import load_dataset
+    from idproxy_stream.data.split import build_cold_start_split
+
+    app_config = _with_data(_load(config), None, path)
+    loaded = load_dataset(app_config.data)
+    typer.echo(json.dumps(loaded.summary()))
+    typer.echo(json.dumps(build_cold_start_split(loaded, app_config.split).counts()))
 
 
 # ------------------------------------------------------------------ stream (issue 5)
@@ -576,6 +635,7 @@ def broker(
     With --config (and --partitions) it also creates the config's topics; the stream can create
     them itself with kafka.ensure_topics: true (as idproxy_stream/configs/local-stream.yaml does).
     """
+    import signal
     import threading
 
     from idproxy_stream.stream.broker import EmbeddedBroker
@@ -596,10 +656,12 @@ def broker(
             f"broker on {running.bootstrap_servers} (memory storage: everything is gone when "
             "it stops); Ctrl-C stops it"
         )
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            typer.echo("stopping the broker", err=True)
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a handler, so no blocking call hides it
+            signal.signal(signum, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            pass
+        typer.echo("stopping the broker", err=True)
 
 
 # ---------------------------------------------------------------- backfill (issue 6)
@@ -645,6 +707,41 @@ def backfill(
         typer.secho("--source must be catalogue or kafka", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     typer.echo(json.dumps(report.to_dict()))
+
+
+# ---------------------------------------------------------------- ranker retrain (issue 13)
+
+
+@app.command()
+def realign(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    ranker_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="the new ranker: ranker.checkpoint of the plugin, or a saved reference ranker"
+        ),
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="the new ProxyModel version")] = None,
+    id_table: Annotated[
+        Path | None, typer.Option(help="instead of a ranker: the new exported ID table")
+    ] = None,
+    skip_backfill: Annotated[
+        bool, typer.Option("--skip-backfill", help="publish only; backfill later")
+    ] = False,
+) -> None:
+    """Ranker-retrain runbook: re-align to the new ranker, publish + hot-swap, backfill."""
+    import json
+
+    _prepare_ray(ctx)
+    from idproxy_stream.runbooks.retrain import realign as run_realign
+
+    app_config = _load(config)
+    _in_process(app_config)
+    report = run_realign(
+        app_config, ranker_checkpoint, version, not skip_backfill, _progress, id_table
+    )
+    typer.echo(json.dumps(report.to_dict(), default=float))
 
 
 def main() -> None:

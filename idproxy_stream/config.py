@@ -16,20 +16,56 @@ names the environment variable that holds them (``password_env``).
 from __future__ import annotations
 
 import os
+import re
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from idproxy_stream.errors import IdProxyError
 
 ENV_PREFIX = "IDPROXY__"
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_INPUT_REPR = 200
+# The message of a setting that names an env var; the value itself is never echoed (a secret
+# pasted into ``password_env`` by mistake must not reach a terminal or Ray's log files).
+ENV_NAME_PROBLEM = (
+    "must be the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*), not the secret "
+    "itself: put the secret into that variable and name it here (the value is not shown)"
+)
 
 
 class ConfigError(IdProxyError, ValueError):
     """A configuration is invalid; the message names the file, the key and what to fix."""
+
+
+def bounded_repr(value: Any, limit: int = MAX_INPUT_REPR) -> str:
+    """A repr of ``value`` at most ``limit`` characters long, computed in bounded time and
+    memory (nested and aliased structures, as a YAML billion-laughs builds, are cut short)."""
+    shortener = reprlib.Repr()
+    shortener.maxlevel = 3
+    shortener.maxdict = shortener.maxlist = shortener.maxtuple = shortener.maxset = 6
+    shortener.maxstring = shortener.maxother = shortener.maxlong = limit
+    text = shortener.repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _env_name(value: str) -> str:
+    if not ENV_NAME_PATTERN.fullmatch(value):
+        raise ValueError(ENV_NAME_PROBLEM)
+    return value
+
+
+EnvVarName = Annotated[str, AfterValidator(_env_name)]
+"""A setting that names an environment variable (``password_env``): checked, never echoed."""
+
+
+def is_env_name_setting(key: str) -> bool:
+    """Whether a dotted config key names an environment variable (``..._env``)."""
+    return key.rsplit(".", 1)[-1].endswith("_env")
 
 
 class FrozenModel(BaseModel):
@@ -81,10 +117,39 @@ class SyntheticDataConfig(FrozenModel):
         return self
 
 
+class TableDataConfig(FrozenModel):
+    """The generic table format (``data.name: table``, ``docs/data.md``): file names and columns.
+
+    ``items`` and ``interactions`` are Parquet (``.parquet``) or CSV (``.csv``) files, relative
+    to ``data.path`` unless absolute. ``idproxy data export`` writes this format from any other
+    loader.
+    """
+
+    items: Path = Field(Path("items.parquet"), description="the items table, under data.path")
+    interactions: Path = Field(
+        Path("interactions.parquet"), description="the interactions table, under data.path"
+    )
+    label_column: Literal["label", "rating"] = Field(
+        "label",
+        description="label: a 0/1 column; rating: a numeric column, a click when >= "
+        "data.click_threshold",
+    )
+    side_columns: tuple[str, ...] = Field(
+        (),
+        description="categorical item columns kept (as strings) besides the standard ones; "
+        "encoder.text_fields may name them",
+    )
+    user_feature_columns: tuple[str, ...] = Field(
+        (),
+        description="categorical user columns of the interactions table; each user gets the "
+        "value of their latest interaction",
+    )
+
+
 class DataConfig(FrozenModel):
     """Which dataset to load and where it lies."""
 
-    name: Literal["synthetic", "ml-100k", "movielens-csv"] = "synthetic"
+    name: Literal["synthetic", "ml-100k", "movielens-csv", "table"] = "synthetic"
     path: Path | None = None
     plots_path: Path | None = Field(
         None, description="IMDb plot side file (movielens100k_details.csv) or a CSV item_id,plot"
@@ -104,6 +169,7 @@ class DataConfig(FrozenModel):
     )
     max_tags_per_item: int = Field(20, ge=0, description="movielens-csv: most frequent tags kept")
     synthetic: SyntheticDataConfig = SyntheticDataConfig()
+    table: TableDataConfig = TableDataConfig()
 
     @model_validator(mode="after")
     def _path_needed_for_movielens(self) -> DataConfig:
@@ -148,8 +214,23 @@ class SplitConfig(FrozenModel):
 
 
 class RankerConfig(FrozenModel):
-    """Reference CTR ranker (DIN target attention + DCN-v2 cross + MLP) and its training."""
+    """The ranker IDProxy aligns to: the reference one (DIN target attention + DCN-v2 cross +
+    MLP, trained here) or yours, loaded by import path (``adapter``, ``docs/ranker-adapter.md``).
 
+    The other fields configure the reference ranker; a plugin reads ``adapter_settings``.
+    """
+
+    adapter: str | None = Field(
+        None,
+        description='"package.module:factory" whose factory(context) returns a RankerAdapter; '
+        "None = the reference ranker",
+    )
+    adapter_settings: dict[str, Any] = Field(
+        default_factory=dict, description="free settings passed to the adapter factory"
+    )
+    checkpoint: Path | None = Field(
+        None, description="the plugin ranker's checkpoint, passed to the adapter factory"
+    )
     id_dim: int = Field(16, ge=2)
     side_dim: int = Field(8, ge=2)
     item_side_features: bool = Field(
@@ -187,7 +268,24 @@ class ImageInputConfig(FrozenModel):
         40_000_000, ge=1, description="width * height limit, read from the header"
     )
     http_timeout_s: float = Field(10.0, gt=0)
-    allow_http: bool = True
+    allow_http: bool = Field(
+        False,
+        description="fetch http(s):// images; off by default: workers fetch what strangers put "
+        "into events, from inside the cluster",
+    )
+    http_allowed_hosts: tuple[str, ...] = Field(
+        (),
+        description="with allow_http: the only hosts fetched from (exact names, or "
+        "'.example.com' for a domain and its subdomains); () = any public host",
+    )
+    http_allow_private_addresses: bool = Field(
+        False,
+        description="also fetch from hosts that resolve to private, loopback or link-local "
+        "addresses (checked after DNS and after every redirect); tests and closed networks",
+    )
+    http_use_proxy_env: bool = Field(
+        False, description="honour HTTP_PROXY / HTTPS_PROXY / NO_PROXY (ignored by default)"
+    )
     allow_s3: bool = True
     allow_inline: bool = Field(True, description="data: URIs, raw base64 and raw bytes")
 
@@ -489,9 +587,13 @@ class RedisStoreConfig(FrozenModel):
 
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "idproxy:"
-    ttl_s: int | None = Field(None, ge=1)
-    username_env: str | None = None
-    password_env: str | None = Field(None, description="name of the env var with the password")
+    ttl_s: int | None = Field(
+        None, ge=1, description="expiry after each write (refreshed by rewrites); see store.ttl_s"
+    )
+    username_env: EnvVarName | None = None
+    password_env: EnvVarName | None = Field(
+        None, description="name of the env var with the password"
+    )
     ssl: bool = False
     ssl_ca_certs: Path | None = None
     socket_timeout_s: float = Field(5.0, gt=0)
@@ -505,14 +607,62 @@ class ParquetStoreConfig(FrozenModel):
     row_group_size: int = Field(10_000, ge=1, description="rows buffered before a file is written")
 
 
-class StoreConfig(FrozenModel):
-    """Where proxies land: one online store and, optionally, the Parquet offline log too."""
+BUILTIN_STORES = ("sqlite", "redis", "parquet")
 
-    online: Literal["sqlite", "redis", "parquet"] = "sqlite"
+
+class FeastConfig(FrozenModel):
+    """Mirror every proxy into Feast's online layout (``store/feast.py``), so Feast's
+    ``get_online_features(["item_proxy:proxy", ...])`` serves them. Match your feature repo:
+    ``project``, the feature view's name, the entity's join key and its value type."""
+
+    online: Literal["redis", "sqlite"] = "redis"
+    project: str = Field("idproxy", min_length=1, description="feature_store.yaml project")
+    feature_view: str = Field("item_proxy", min_length=1)
+    join_key: str = Field("item_id", min_length=1, description="the Entity's join key")
+    entity_key_dtype: Literal["int64", "string"] = Field(
+        "int64", description="the Entity's value type (Feast's key bytes include it)"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="online: redis")
+    sqlite_path: Path = Field(Path("data/online_store.db"), description="online: sqlite")
+
+
+class StoreConfig(FrozenModel):
+    """Where proxies land: one online store and, optionally, the Parquet offline log too.
+
+    ``online`` is a built-in backend (``sqlite``, ``redis``, ``parquet``, configured by the
+    section of that name) or your own ``"package.module:Class"``, a
+    :class:`~idproxy_stream.store.base.FeatureStore` subclass whose ``from_config`` receives
+    ``settings``.
+    """
+
+    online: str = Field(
+        "sqlite", description='sqlite | redis | parquet | "package.module:Class" (a FeatureStore)'
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="passed to a plugin store's from_config"
+    )
+    ttl_s: int | None = Field(
+        None,
+        ge=1,
+        description="the cold-start window: a proxy expires this long after its item's "
+        "created_at (by then the ranker should serve the item's own ID); None = never. "
+        "Redis only (EXPIREAT on the item's keys)",
+    )
     offline_log: bool = False
+    feast: FeastConfig | None = Field(
+        None, description="also write Feast's online layout (None: do not)"
+    )
     sqlite: SqliteStoreConfig = SqliteStoreConfig()
     redis: RedisStoreConfig = RedisStoreConfig()
     parquet: ParquetStoreConfig = ParquetStoreConfig()
+
+    @model_validator(mode="after")
+    def _known_backend_or_import_path(self) -> StoreConfig:
+        if self.online not in BUILTIN_STORES and ":" not in self.online:
+            raise ValueError(
+                f"store.online must be one of {', '.join(BUILTIN_STORES)} or 'package.module:Class'"
+            )
+        return self
 
 
 class ReaderConfig(FrozenModel):
@@ -572,10 +722,25 @@ class KafkaConfig(FrozenModel):
     producer_linger_ms: int = Field(5, ge=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
-    sasl_username_env: str | None = None
-    sasl_password_env: str | None = None
+    sasl_username_env: EnvVarName | None = None
+    sasl_password_env: EnvVarName | None = None
     ssl_cafile: Path | None = None
     max_event_bytes: int = Field(5_000_000, ge=1, description="larger records are dead-lettered")
+    dead_letter_value_bytes: int = Field(
+        4_096,
+        ge=0,
+        le=1_000_000,
+        description="a dead letter holds at most this many bytes of the record's value (and "
+        "key), plus the value's length and SHA-256",
+    )
+    max_future_skew_s: float = Field(
+        86_400.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="an event whose created_at is further than this in the future is "
+        "dead-lettered (created_at_out_of_range): it would pin its row, the order key "
+        "compares created_at first",
+    )
     unknown_event_fields: Literal["ignore", "dead_letter"] = Field(
         "ignore",
         description="fields a NewItemEvent does not define: ignore them (producers may add "
@@ -596,6 +761,16 @@ class KafkaConfig(FrozenModel):
         False, description="create missing topics at start (embedded broker, demos, tests)"
     )
     topic_partitions: int = Field(4, ge=1, description="partitions of topics ensure_topics creates")
+
+    @model_validator(mode="after")
+    def _extra_env_names(self) -> KafkaConfig:
+        for section in ("consumer_extra", "producer_extra"):
+            for key, value in getattr(self, section).items():
+                if key.endswith("_env") and not (
+                    isinstance(value, str) and ENV_NAME_PATTERN.fullmatch(value)
+                ):
+                    raise ValueError(f"kafka.{section}.{key} {ENV_NAME_PROBLEM}")
+        return self
 
 
 class StreamConfig(WorkerPoolConfig):
@@ -631,7 +806,17 @@ class StreamConfig(WorkerPoolConfig):
         "serves (reader.maturity_threshold interactions) instead of computing a proxy",
     )
     max_attempts: int = Field(
-        3, ge=1, description="tries of a batch whose worker raised before its events are dead"
+        3,
+        ge=1,
+        description="failures of a batch before it is split in halves, and raises of a "
+        "one-event batch before its event is dead-lettered (processing_failed)",
+    )
+    max_worker_deaths: int = Field(
+        10,
+        ge=1,
+        description="worker deaths (OOM, pre-emption: not the event's fault, so not attempts) "
+        "a one-event batch may meet before its event is dead-lettered (worker_died); at least "
+        "max_attempts",
     )
     commit_interval_ms: int = Field(100, ge=0, description="at most one offset commit per interval")
     drain_timeout_s: float = Field(60.0, gt=0, description="on stop: wait this long for in-flight")
@@ -648,6 +833,8 @@ class StreamConfig(WorkerPoolConfig):
     def _resume_below_bound(self) -> StreamConfig:
         if self.resume_below >= self.max_in_flight:
             raise ValueError("stream.resume_below must be lower than stream.max_in_flight")
+        if self.max_worker_deaths < self.max_attempts:
+            raise ValueError("stream.max_worker_deaths must be at least stream.max_attempts")
         return self
 
 
@@ -819,8 +1006,13 @@ def _describe_validation_error(error: ValidationError, source: str) -> str:
             problems.append(f"unknown key '{key}': remove it or check its spelling")
         elif item["type"] == "missing":
             problems.append(f"missing key '{key}': add it")
+        elif ENV_NAME_PROBLEM in item["msg"]:  # never echo the input: it may be a secret
+            problems.append(f"'{key}': {item['msg'].removeprefix('Value error, ')}")
+        elif is_env_name_setting(key):
+            problems.append(f"'{key}': {ENV_NAME_PROBLEM}")
         else:
-            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
+            message = item["msg"][:MAX_INPUT_REPR]
+            problems.append(f"'{key}': {message} (got {bounded_repr(item.get('input'))})")
     if len(problems) == 1:
         return f"invalid configuration in {source}: {problems[0]}"
     return "\n".join([f"invalid configuration in {source}:", *(f"  - {p}" for p in problems)])
@@ -890,6 +1082,8 @@ def resolve_secret(env_name: str | None, environ: Mapping[str, str] | None = Non
     """Read a secret from the environment variable the config names; None when unset."""
     if env_name is None:
         return None
+    if not isinstance(env_name, str) or not ENV_NAME_PATTERN.fullmatch(env_name):
+        raise ConfigError(f"a setting ending in _env {ENV_NAME_PROBLEM}")
     environ = os.environ if environ is None else environ
     value = environ.get(env_name)
     if value is None:

@@ -16,6 +16,7 @@ hash); the stores key rows by that integer.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -319,6 +320,8 @@ class DeadLetterReason(StrEnum):
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     EVENT_TOO_LARGE = "event_too_large"  # over kafka.max_event_bytes
     TEXT_TOO_LONG = "text_too_long"  # over stream.max_text_chars
+    CREATED_AT_OUT_OF_RANGE = "created_at_out_of_range"  # before 1900, or too far in the future
+    DECODE_FAILED = "decode_failed"  # any other failure to decode or check the record
     # the image check (encoders/images.py); with stream.image_errors=text_only: text alone
     IMAGE_INVALID = "image_invalid"
     IMAGE_NOT_FOUND = "image_not_found"
@@ -332,9 +335,23 @@ class DeadLetterReason(StrEnum):
     ITEM_ALREADY_MATURE = "item_already_mature"  # served by its own ID embedding
     ENCODE_FAILED = "encode_failed"  # the encoder raised for this item alone
     PROXY_NOT_FINITE = "proxy_not_finite"  # the model produced NaN / inf
-    PROCESSING_FAILED = "processing_failed"  # the worker raised for the batch max_attempts times
+    PROCESSING_FAILED = "processing_failed"  # the worker raised max_attempts times for it alone
+    WORKER_DIED = "worker_died"  # its worker died max_worker_deaths times with it alone
     # the sink (stream/sink.py)
     PROXY_VOID = "proxy_void"  # void proxy under index.void_policy: dead_letter
+
+
+# created_at must lie in this range (and not beyond kafka.max_future_skew_s from now): the
+# order key holds it in microseconds, exactly, inside a double's integer range.
+MIN_CREATED_AT = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_CREATED_AT = datetime(2200, 1, 1, tzinfo=UTC)
+DEFAULT_MAX_FUTURE_SKEW_S = 86_400.0
+MAX_MESSAGE_CHARS = 300
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (error messages never echo a whole input)."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class InvalidEventError(IdProxyError, ValueError):
@@ -384,7 +401,16 @@ class NewItemEvent(BaseModel):
     @field_validator("created_at")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            utc = value.astimezone(UTC)
+        except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00:00+01:00 is before year 1
+            utc = None
+        if utc is None or not MIN_CREATED_AT <= utc < MAX_CREATED_AT:
+            raise ValueError(
+                f"created_at must lie between {MIN_CREATED_AT.year} and {MAX_CREATED_AT.year} "
+                "(UTC); send the item's real creation time"
+            )
+        return utc
 
     @model_validator(mode="after")
     def _one_image(self) -> NewItemEvent:
@@ -428,6 +454,8 @@ def _reason_for(error: ValidationError) -> DeadLetterReason:
         return DeadLetterReason.MISSING_FIELD
     if field_name == "schema_version":
         return DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION
+    if field_name == "created_at" and first["type"] == "value_error":
+        return DeadLetterReason.CREATED_AT_OUT_OF_RANGE
     if first["type"] in ("finite_number",) or "NaN" in str(first.get("msg", "")):
         return DeadLetterReason.NON_FINITE_NUMBER
     return DeadLetterReason.WRONG_SHAPE
@@ -458,17 +486,76 @@ def decode_new_item_event(
     max_event_bytes: int,
     max_text_chars: int,
     unknown_fields: Literal["ignore", "dead_letter"] = "ignore",
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
+    now: datetime | None = None,
 ) -> NewItemEvent:
     """Bytes of one Kafka record -> a checked :class:`NewItemEvent`.
 
     ``unknown_fields``: fields the model does not define are ignored, or (``"dead_letter"``,
-    strict) refused with reason ``unknown_field``.
+    strict) refused with reason ``unknown_field``. ``created_at`` later than ``now`` (default:
+    the current time) plus ``max_future_skew_s`` seconds is refused: it would pin the item's
+    row, since the order key compares it first.
 
-    Raises :class:`InvalidEventError` with a decode reason of :class:`DeadLetterReason`:
-    ``event_too_large``, ``not_json``, ``non_finite_number``, ``wrong_shape``,
-    ``missing_item_id``, ``missing_field``, ``unsupported_schema_version``, ``unknown_field``
-    or ``text_too_long``.
+    Raises :class:`InvalidEventError` and nothing else, whatever the bytes: a decode reason of
+    :class:`DeadLetterReason` (``event_too_large``, ``not_json``, ``non_finite_number``,
+    ``wrong_shape``, ``missing_item_id``, ``missing_field``, ``unsupported_schema_version``,
+    ``unknown_field``, ``text_too_long``, ``created_at_out_of_range``), or ``decode_failed``
+    for any other exception (named in the message, which is at most a few hundred characters).
     """
+    try:
+        event = _decode(value, max_event_bytes, max_text_chars, unknown_fields)
+        _check_created_at(event, max_future_skew_s, now)
+        return event
+    except InvalidEventError as error:
+        if len(str(error)) <= MAX_MESSAGE_CHARS:
+            raise
+        raise InvalidEventError(error.reason, bounded(str(error)), error.item_id) from None
+    except Exception as error:  # no record may escape the dead-letter path
+        raise InvalidEventError(
+            DeadLetterReason.DECODE_FAILED,
+            bounded(f"the event cannot be decoded ({type(error).__name__}: {error})"),
+        ) from None
+
+
+def _check_created_at(event: NewItemEvent, max_future_skew_s: float, now: datetime | None) -> None:
+    latest = (now or datetime.now(UTC)) + timedelta(seconds=max_future_skew_s)
+    if event.created_at > latest:
+        raise InvalidEventError(
+            DeadLetterReason.CREATED_AT_OUT_OF_RANGE,
+            f"item {event.item_id}: created_at {event.created_at.isoformat()} is more than "
+            f"kafka.max_future_skew_s={max_future_skew_s:g} s in the future; send the real time",
+            event.item_id,
+        )
+
+
+def _parse_json(value: bytes) -> Any:
+    try:
+        return json.loads(value.decode("utf-8"), parse_constant=_refuse_non_finite)
+    except InvalidEventError:
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidEventError(
+            DeadLetterReason.NOT_JSON,
+            f"the event is not UTF-8 JSON: {error}; publish NewItemEvent JSON",
+        ) from None
+    except RecursionError:
+        raise InvalidEventError(
+            DeadLetterReason.NOT_JSON,
+            "the event's JSON is nested too deeply to parse: publish flat NewItemEvent JSON",
+        ) from None
+    except ValueError as error:  # e.g. an integer over Python's int-string digit limit
+        raise InvalidEventError(
+            DeadLetterReason.WRONG_SHAPE,
+            bounded(f"the event holds a value that cannot be read: {error}"),
+        ) from None
+
+
+def _decode(
+    value: bytes | None,
+    max_event_bytes: int,
+    max_text_chars: int,
+    unknown_fields: Literal["ignore", "dead_letter"],
+) -> NewItemEvent:
     if value is None:
         raise InvalidEventError(DeadLetterReason.NOT_JSON, "the record has no value (a tombstone)")
     if len(value) > max_event_bytes:
@@ -477,27 +564,24 @@ def decode_new_item_event(
             f"the event has {len(value)} bytes, over max_event_bytes={max_event_bytes}: send "
             "large images by URI instead of inline",
         )
-    try:
-        raw = json.loads(value.decode("utf-8"), parse_constant=_refuse_non_finite)
-    except InvalidEventError:
-        raise
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidEventError(
-            DeadLetterReason.NOT_JSON,
-            f"the event is not UTF-8 JSON: {error}; publish NewItemEvent JSON",
-        ) from None
+    raw = _parse_json(value)
     if not isinstance(raw, dict):
         raise InvalidEventError(
             DeadLetterReason.WRONG_SHAPE,
             f"the event is a JSON {type(raw).__name__}, not an object: publish NewItemEvent JSON",
         )
-    item_id = raw.get("item_id") if isinstance(raw.get("item_id"), int) else None
+    candidate = raw.get("item_id")
+    item_id = (
+        candidate if isinstance(candidate, int) and INT64_MIN <= candidate <= INT64_MAX else None
+    )
     unknown = sorted(set(raw) - set(NewItemEvent.model_fields))
     if unknown and unknown_fields == "dead_letter":
         raise InvalidEventError(
             DeadLetterReason.UNKNOWN_FIELD,
-            f"the event has fields NewItemEvent does not define: {unknown}; remove them, or set "
-            "kafka.unknown_event_fields: ignore",
+            bounded(
+                f"the event has fields NewItemEvent does not define: {unknown}; remove them, or "
+                "set kafka.unknown_event_fields: ignore"
+            ),
             item_id,
         )
     try:
@@ -523,18 +607,26 @@ def decode_new_item_event(
 DeadLetterStage = Literal["decode", "worker", "sink"]
 
 
+DEAD_LETTER_VALUE_BYTES = 4_096
+DEAD_LETTER_MESSAGE_CHARS = 1_000
+
+
 class DeadLetter(BaseModel):
     """A record the stream could not turn into a proxy, as written to the dead-letter topic.
 
-    ``reason`` is a :class:`DeadLetterReason` code; ``value_base64`` / ``key_base64`` hold the
-    original record bytes, so the record can be fixed and replayed;
-    ``topic``/``partition``/``offset`` say where it came from.
+    ``reason`` is a :class:`DeadLetterReason` code and ``message`` (at most
+    ``DEAD_LETTER_MESSAGE_CHARS`` characters) says what is wrong; ``topic``/``partition``/
+    ``offset`` say where the record is, so it can be read back, fixed and replayed. The letter
+    never holds a whole large record: ``value_base64`` / ``key_base64`` are the first
+    ``DEAD_LETTER_VALUE_BYTES`` (4 KiB) bytes of the value / key, ``value_bytes`` and
+    ``value_sha256`` the whole value's length and SHA-256 (hex), ``value_truncated`` whether
+    the prefix is shorter than the value. A 10 MB record thus makes a letter of about 6 KB.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     reason: DeadLetterReason
-    message: str
+    message: str = Field(max_length=DEAD_LETTER_MESSAGE_CHARS)
     stage: DeadLetterStage
     topic: str
     partition: int = Field(ge=0)
@@ -544,6 +636,9 @@ class DeadLetter(BaseModel):
     model_version: str | None = None
     key_base64: str | None = None
     value_base64: str
+    value_bytes: int = Field(0, ge=0)
+    value_sha256: str = ""
+    value_truncated: bool = False
     failed_at: AwareDatetime
 
     @classmethod
@@ -561,11 +656,14 @@ class DeadLetter(BaseModel):
         timestamp_ms: int | None = None,
         item_id: int | None = None,
         model_version: str | None = None,
+        prefix_bytes: int = DEAD_LETTER_VALUE_BYTES,
     ) -> DeadLetter:
-        """A dead letter for one source record (original bytes base64-encoded)."""
+        """A dead letter for one source record: at most ``prefix_bytes`` of its value and key
+        (base64), the value's length and SHA-256, and the message cut to its bound."""
+        value = value or b""
         return cls(
             reason=reason,
-            message=message,
+            message=bounded(" ".join(message.split()), DEAD_LETTER_MESSAGE_CHARS),
             stage=stage,
             topic=topic,
             partition=partition,
@@ -573,13 +671,17 @@ class DeadLetter(BaseModel):
             timestamp_ms=timestamp_ms,
             item_id=item_id,
             model_version=model_version,
-            key_base64=None if key is None else base64.b64encode(key).decode("ascii"),
-            value_base64=base64.b64encode(value or b"").decode("ascii"),
+            key_base64=None if key is None else base64.b64encode(key[:prefix_bytes]).decode(),
+            value_base64=base64.b64encode(value[:prefix_bytes]).decode("ascii"),
+            value_bytes=len(value),
+            value_sha256=hashlib.sha256(value).hexdigest(),
+            value_truncated=len(value) > prefix_bytes,
             failed_at=datetime.now(UTC),
         )
 
     @property
     def original_value(self) -> bytes:
+        """The value's prefix held here (the whole value unless ``value_truncated``)."""
         return base64.b64decode(self.value_base64)
 
     def to_json_bytes(self) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from idproxy_stream.config import (
     AppConfig,
@@ -142,3 +143,63 @@ def test_a_moved_key_says_where_the_setting_lives_now(raw, where):
     with pytest.raises(ConfigError, match="moved") as error:
         config_from_dict(raw)
     assert where in str(error.value)
+
+
+# ------------------------------------------------------- secrets and bounded errors (issue 12)
+
+PASSWORD = "hunter2 s3cr3t!"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"store": {"redis": {"password_env": PASSWORD}}}, "store.redis.password_env"),
+        ({"store": {"redis": {"username_env": PASSWORD}}}, "store.redis.username_env"),
+        ({"kafka": {"sasl_password_env": PASSWORD}}, "kafka.sasl_password_env"),
+        ({"kafka": {"sasl_username_env": "9starts-with-a-digit"}}, "kafka.sasl_username_env"),
+        (
+            {"kafka": {"consumer_extra": {"ssl_password_env": PASSWORD}}},
+            "kafka.consumer_extra.ssl_password_env",
+        ),
+        (
+            {"kafka": {"producer_extra": {"ssl_password_env": 12345}}},
+            "kafka.producer_extra.ssl_password_env",
+        ),
+    ],
+)
+def test_a_secret_pasted_into_an_env_setting_is_refused_without_echoing_it(raw, key):
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(raw, "settings.yaml")
+    message = str(caught.value)
+    assert key in message and "name of an environment variable" in message
+    assert PASSWORD not in message and "hunter2" not in message and "12345" not in message
+    assert "\n" not in message
+
+
+def test_resolve_secret_refuses_a_value_that_is_no_variable_name_without_echoing_it():
+    with pytest.raises(ConfigError, match="name of an environment variable") as caught:
+        resolve_secret(PASSWORD, {PASSWORD: "x"})
+    assert "hunter2" not in str(caught.value)
+    assert resolve_secret("REDIS_PASSWORD", {"REDIS_PASSWORD": "x"}) == "x"
+
+
+def test_a_billion_laughs_config_fails_fast_with_a_bounded_message(tmp_path):
+    """Nine levels of nine aliases: 9**9 strings when expanded; the repr in the error used to
+    expand them all (10 GB in 60 s)."""
+    lines = ["anchors:", '  a0: &a0 ["lol"]']
+    for level in range(1, 10):
+        refs = ", ".join([f"*a{level - 1}"] * 9)
+        lines.append(f"  a{level}: &a{level} [{refs}]")
+    path = write(tmp_path, "\n".join([*lines, "stream:", "  num_workers: *a9", ""]))
+    raw = yaml.safe_load(path.read_text())
+    raw.pop("anchors")
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(raw, str(path))
+    message = str(caught.value)
+    assert "stream.num_workers" in message and len(message) < 500
+
+
+def test_worker_deaths_have_a_limit_at_least_as_large_as_the_attempts():
+    assert AppConfig().stream.max_worker_deaths >= AppConfig().stream.max_attempts
+    with pytest.raises(ConfigError, match="max_worker_deaths must be at least"):
+        config_from_dict({"stream": {"max_attempts": 5, "max_worker_deaths": 2}})

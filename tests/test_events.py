@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from idproxy_stream.events import (
+    MAX_MESSAGE_CHARS,
     DeadLetter,
+    DeadLetterReason,
     InvalidEventError,
     NeighbourCheck,
     NewItemEvent,
@@ -243,3 +245,117 @@ def test_every_dead_letter_reason_is_documented_and_every_documented_one_exists(
         code for row in table.splitlines()[2:] for code in re.findall(r"`(\w+)`", row.split("|")[1])
     }
     assert documented == {reason.value for reason in DeadLetterReason}
+
+
+# ------------------------------------------------- hostile records never escape the dead letter
+
+# The three records that killed the source actor (issue 12, item 1), and other hostile ones.
+OVERFLOWING_CREATED_AT = b'{"item_id":5,"created_at":"0001-01-01T00:00:00+01:00"}'
+HUGE_ITEM_ID = b'{"item_id":' + b"9" * 5_000 + b',"created_at":1}'
+DEEP_NESTING = b"[" * 100_000 + b"]" * 100_000
+DEEP_OBJECT = b'{"item_id":1,"created_at":1,"tags":' + b'{"a":' * 40_000 + b"1" + b"}" * 40_001
+FAR_FUTURE = b'{"item_id":6,"created_at":"9999-12-31T23:59:59Z"}'
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "message"),
+    [
+        (OVERFLOWING_CREATED_AT, "created_at_out_of_range", "between 1900 and 2200"),
+        (HUGE_ITEM_ID, "wrong_shape", "cannot be read"),
+        (DEEP_NESTING, "not_json", "nested too deeply"),
+        (DEEP_OBJECT, "not_json", "nested too deeply"),
+        (FAR_FUTURE, "created_at_out_of_range", "between 1900 and 2200"),
+        (b'{"item_id":6,"created_at":"1899-12-31T23:59:59Z"}', "created_at_out_of_range", "1900"),
+        (b'{"item_id":6,"created_at":1e300}', "wrong_shape", "created_at"),
+        (b'{"item_id":' + b"9" * 40 + b',"created_at":1}', "wrong_shape", "item_id"),
+    ],
+)
+def test_records_that_used_to_kill_the_source_are_refused_with_a_reason(
+    value, reason, message
+) -> None:
+    with pytest.raises(InvalidEventError, match=message) as caught:
+        decode_new_item_event(value, 300_000, 100)
+    assert caught.value.reason == reason
+    assert len(str(caught.value)) <= MAX_MESSAGE_CHARS and "\n" not in str(caught.value)
+
+
+def test_created_at_beyond_the_future_skew_is_refused_and_within_it_accepted() -> None:
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    soon = b'{"item_id":6,"created_at":"2026-03-01T23:00:00Z"}'
+    later = b'{"item_id":6,"created_at":"2026-03-02T01:00:00Z"}'
+    assert decode_new_item_event(soon, 1_000, 100, now=now).item_id == 6
+    with pytest.raises(InvalidEventError, match="max_future_skew_s=86400") as caught:
+        decode_new_item_event(later, 1_000, 100, now=now)
+    assert (caught.value.reason, caught.value.item_id) == ("created_at_out_of_range", 6)
+    assert decode_new_item_event(later, 1_000, 100, max_future_skew_s=2 * 86_400, now=now)
+
+
+def test_an_unexpected_exception_while_decoding_becomes_decode_failed(monkeypatch) -> None:
+    def explode(*args, **kwargs):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(NewItemEvent, "model_validate", explode)
+    with pytest.raises(InvalidEventError, match="MemoryError") as caught:
+        decode_new_item_event(b'{"item_id":1,"created_at":1}', 1_000, 100)
+    assert caught.value.reason == "decode_failed"
+
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**20, max_value=10**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | st.sampled_from(["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59Z", "2026-03-01T00:00"])
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+event_fields = st.sampled_from(sorted(NewItemEvent.model_fields))
+hostile_objects = st.dictionaries(event_fields | st.text(max_size=6), json_values, max_size=6)
+
+
+hostile_records = st.one_of(
+    st.binary(max_size=64),
+    hostile_objects.map(lambda obj: json.dumps(obj).encode()),
+    json_values.map(lambda value: json.dumps(value).encode()),
+    st.integers(1, 120_000).map(lambda depth: b"[" * depth + b"]" * depth),
+    st.integers(1, 6_000).map(lambda digits: b'{"item_id":%s,"created_at":1}' % (b"7" * digits)),
+    st.sampled_from(
+        [OVERFLOWING_CREATED_AT, HUGE_ITEM_ID, DEEP_NESTING, FAR_FUTURE, b"NaN", b"-Infinity"]
+    ),
+)
+
+
+def valid_record(item_id: int) -> bytes:
+    return NewItemEvent(item_id=item_id, created_at=T0, title=f"film {item_id}").to_json_bytes()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), hostile_records), min_size=1, max_size=12))
+def test_hostile_records_never_escape_the_dead_letter_path_and_valid_ones_all_pass(
+    mixed,
+) -> None:
+    """Decode a stream of hostile records interleaved with valid events, as the source does:
+    every hostile one raises InvalidEventError (one bounded line), every valid one decodes."""
+    accepted, refused = [], 0
+    expected = []
+    for position, (valid, hostile) in enumerate(mixed):
+        value = valid_record(position) if valid else hostile
+        if valid:
+            expected.append(position)
+        try:
+            event = decode_new_item_event(value, 300_000, 1_000)
+        except InvalidEventError as error:
+            assert error.reason in DeadLetterReason.__members__.values()
+            assert len(str(error)) <= MAX_MESSAGE_CHARS and "\n" not in str(error)
+            refused += 1
+            continue
+        if valid:
+            accepted.append(event.item_id)
+    assert accepted == expected

@@ -199,7 +199,11 @@ def range_work(config: AppConfig, offset_range: OffsetRange) -> Iterator[WorkIte
     ):
         try:
             event = decode_new_item_event(
-                value, kafka.max_event_bytes, stream.max_text_chars, kafka.unknown_event_fields
+                value,
+                kafka.max_event_bytes,
+                stream.max_text_chars,
+                kafka.unknown_event_fields,
+                kafka.max_future_skew_s,
             )
         except InvalidEventError as error:
             yield Rejection(partition, offset, error.item_id, error.reason, str(error), "decode")

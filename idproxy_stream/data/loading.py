@@ -6,10 +6,12 @@ from idproxy_stream.config import DataConfig
 from idproxy_stream.data.movielens import load_movielens_100k, load_movielens_csv
 from idproxy_stream.data.schema import DatasetError, RecDataset
 from idproxy_stream.data.synthetic import generate_synthetic
+from idproxy_stream.data.table import load_table_dataset
 
 
 def load_dataset(config: DataConfig) -> RecDataset:
-    """The dataset ``config`` names: ``"synthetic"``, ``"ml-100k"`` or ``"movielens-csv"``.
+    """The dataset ``config`` names: ``"synthetic"``, ``"ml-100k"``, ``"movielens-csv"`` or
+    ``"table"`` (the generic items + interactions tables of ``docs/data.md``).
 
     Raises :class:`DatasetError` when a side file is given that the format cannot use
     (``plots_check_path`` / ``poster_map_path`` only apply to ml-100k).
@@ -18,6 +20,8 @@ def load_dataset(config: DataConfig) -> RecDataset:
         return generate_synthetic(config.synthetic)
     if config.path is None:  # DataConfig validates this too; kept for direct construction.
         raise DatasetError(f"data.path is required for data.name={config.name!r}")
+    if config.name == "table":
+        return load_table_dataset(config.path, config.table, config.click_threshold)
     if config.name == "ml-100k":
         return load_movielens_100k(
             config.path,
@@ -42,5 +46,5 @@ def load_dataset(config: DataConfig) -> RecDataset:
             max_tags_per_item=config.max_tags_per_item,
         )
     raise DatasetError(
-        f"unknown data.name {config.name!r}: use synthetic, ml-100k or movielens-csv"
+        f"unknown data.name {config.name!r}: use synthetic, ml-100k, movielens-csv or table"
     )

@@ -2,9 +2,13 @@
 
 Accepted references:
 
-- ``file:///abs/path.jpg`` — only under ``ImageInputConfig.allowed_roots`` (symlinks and
-  ``..`` are resolved first, so neither can step outside); no roots configured = no files.
-- ``http://`` / ``https://`` — urllib with a timeout; the byte cap is enforced while
+- ``file:///abs/path.jpg`` — only under ``ImageInputConfig.allowed_roots``: checked on the
+  path as written (``..`` collapsed) before the file system is touched, so a path outside
+  reads the same whether it exists or not, then on the resolved path (no symlink steps out);
+  no roots configured = no files. Messages never show resolved paths or the roots.
+- ``http://`` / ``https://`` — off unless ``allow_http``; only public hosts (checked after
+  DNS and after every redirect) or the ``http_allowed_hosts`` allow-list, proxy env vars
+  ignored (``encoders/http_fetch.py``); urllib with a timeout; the byte cap is enforced while
   streaming (and from ``Content-Length`` when sent).
 - ``s3://bucket/key`` — with boto3 installed (the ``s3`` extra).
 - ``data:image/...;base64,...``, a raw base64 string, or raw ``bytes``.
@@ -15,7 +19,10 @@ reads only the header). Pillow's own ``DecompressionBombError`` is caught too. O
 raster formats are opened (no EPS, which would run Ghostscript).
 
 Every failure raises a subclass of :class:`ImageInputError` whose ``reason`` is the
-:class:`~idproxy_stream.events.DeadLetterReason` the stream puts on the dead letter.
+:class:`~idproxy_stream.events.DeadLetterReason` the stream puts on the dead letter — also an
+unexpected one (a NUL byte in a path, a malformed URL, a library's own error): :func:`load_image`
+turns any other exception into :class:`ImageInputError` (``image_invalid``), so a bad reference
+is its item's dead letter and never fails the batch it came in.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import base64
 import binascii
 import io
 import logging
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,6 +40,7 @@ from urllib.parse import unquote, urlparse
 from PIL import Image, UnidentifiedImageError
 
 from idproxy_stream.config import ImageInputConfig
+from idproxy_stream.encoders.http_fetch import HttpRefused, fetch_http
 from idproxy_stream.errors import IdProxyError
 from idproxy_stream.events import DeadLetterReason
 
@@ -84,9 +93,17 @@ class ImageSourceUnsupportedError(ImageInputError):
 def load_image(ref: str | bytes, config: ImageInputConfig) -> Image.Image:
     """Fetch, check and decode an image reference into an RGB ``PIL.Image``.
 
-    Raises a subclass of :class:`ImageInputError` (see the module docstring).
+    Raises a subclass of :class:`ImageInputError` and nothing else (see the module docstring).
     """
-    return decode_image(read_image_bytes(ref, config), config)
+    try:
+        return decode_image(read_image_bytes(ref, config), config)
+    except ImageInputError:
+        raise
+    except Exception as error:  # a reference must never escape its item's dead letter
+        raise ImageInputError(
+            f"the image reference cannot be read ({type(error).__name__}); send a file://, "
+            "http(s)://, s3:// or data: URI, or base64"
+        ) from None
 
 
 def read_image_bytes(ref: str | bytes | bytearray | memoryview, config: ImageInputConfig) -> bytes:
@@ -164,38 +181,58 @@ def _require_inline(config: ImageInputConfig) -> None:
         )
 
 
+def _shown(uri: str) -> str:
+    """The reference as a message may show it: the user's own text, cut to 120 characters."""
+    return repr(uri if len(uri) <= 120 else f"{uri[:117]}...")
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
 def _read_file(uri: str, config: ImageInputConfig) -> bytes:
+    """A ``file://`` image under the allowed roots.
+
+    The roots are checked on the path as written (``..`` collapsed, nothing on disk touched)
+    before the file system is asked anything, so a path outside them is refused the same way
+    whether it exists or not; then on the resolved path (a symlink cannot step outside).
+    Messages never show resolved paths, link targets or the roots themselves.
+    """
+    if "\x00" in unquote(uri):
+        raise ImageInputError("the file URI holds a NUL byte (%00): send a valid file path")
     parsed = urlparse(uri)
     if parsed.netloc not in ("", "localhost"):
         raise ImageSourceUnsupportedError(
-            f"file URI {uri!r} names host {parsed.netloc!r}: only local files (file:///path)"
+            f"file URI {_shown(uri)} names a host: only local files (file:///path)"
         )
+    outside = ImageOutsideAllowedRootsError(
+        f"image file {_shown(uri)} is outside encoder.images.allowed_roots"
+    )
     if not config.allowed_roots:
         raise ImageOutsideAllowedRootsError(
-            f"file images are disabled: set encoder.images.allowed_roots to the folders "
-            f"that may be read ({uri!r} was requested)"
+            "file images are disabled: set encoder.images.allowed_roots to the folders "
+            "that may be read"
         )
+    written = Path(os.path.normpath(unquote(parsed.path)))
+    configured = [Path(os.path.normpath(Path(root).expanduser())) for root in config.allowed_roots]
+    roots = configured + [root.resolve() for root in configured]
+    if not written.is_absolute() or not _under(written, roots):
+        raise outside
     try:
-        path = Path(unquote(parsed.path)).resolve(strict=True)
-    except (FileNotFoundError, NotADirectoryError):
-        raise ImageNotFoundError(f"image file {uri!r} does not exist") from None
-    except (OSError, RuntimeError) as error:
-        raise ImageNotFoundError(f"image file {uri!r} cannot be resolved: {error}") from None
-    roots = [Path(root).expanduser().resolve() for root in config.allowed_roots]
-    if not any(path.is_relative_to(root) for root in roots):
-        raise ImageOutsideAllowedRootsError(
-            f"image file {uri!r} resolves to {path}, outside the allowed roots "
-            f"{[str(root) for root in roots]}"
-        )
+        path = written.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ImageNotFoundError(f"image file {_shown(uri)} does not exist") from None
+    if not _under(path, roots):
+        raise outside
     if not path.is_file():
-        raise ImageNotFoundError(f"image path {uri!r} is not a regular file")
+        raise ImageNotFoundError(f"image path {_shown(uri)} is not a regular file")
     size = path.stat().st_size
     if size > config.max_bytes:
         raise ImageTooLargeError(
-            f"image file {uri!r} has {size} bytes, over max_bytes={config.max_bytes}"
+            f"image file {_shown(uri)} has {size} bytes, over max_bytes={config.max_bytes}"
         )
     with path.open("rb") as handle:
-        return _check_size(handle.read(config.max_bytes + 1), config, f"image file {uri!r}")
+        return _check_size(handle.read(config.max_bytes + 1), config, f"image file {_shown(uri)}")
 
 
 def _read_stream(stream, limit: int, what: str) -> bytes:
@@ -215,23 +252,28 @@ def _read_stream(stream, limit: int, what: str) -> bytes:
 def _read_http(url: str, config: ImageInputConfig) -> bytes:
     if not config.allow_http:
         raise ImageSourceUnsupportedError(
-            f"http(s) images are disabled (encoder.images.allow_http=false): {url!r}"
+            f"http(s) images are disabled (encoder.images.allow_http=false): {_shown(url)}"
         )
-    request = urllib.request.Request(url, headers={"User-Agent": "idproxy-stream"})
     try:
-        with urllib.request.urlopen(request, timeout=config.http_timeout_s) as response:
+        with fetch_http(url, config) as response:
             declared = response.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > config.max_bytes:
                 raise ImageTooLargeError(
-                    f"image at {url!r} declares {declared} bytes, over max_bytes={config.max_bytes}"
+                    f"image at {_shown(url)} declares {declared} bytes, over "
+                    f"max_bytes={config.max_bytes}"
                 )
-            return _read_stream(response, config.max_bytes, f"image at {url!r}")
+            return _read_stream(response, config.max_bytes, f"image at {_shown(url)}")
     except ImageInputError:
         raise
+    except HttpRefused as error:
+        raise ImageSourceUnsupportedError(f"{_shown(url)} refused: {error}") from None
     except urllib.error.HTTPError as error:
-        raise ImageFetchError(f"fetching {url!r} failed with HTTP {error.code}") from None
+        raise ImageFetchError(f"fetching {_shown(url)} failed with HTTP {error.code}") from None
     except (urllib.error.URLError, TimeoutError, OSError, ValueError) as error:
-        raise ImageFetchError(f"fetching {url!r} failed: {error}") from None
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        if isinstance(reason, HttpRefused):  # raised inside urllib's connection
+            raise ImageSourceUnsupportedError(f"{_shown(url)} refused: {reason}") from None
+        raise ImageFetchError(f"fetching {_shown(url)} failed: {str(error)[:120]}") from None
 
 
 def _read_s3(uri: str, config: ImageInputConfig) -> bytes:

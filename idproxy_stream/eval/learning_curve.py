@@ -18,6 +18,7 @@ import numpy as np
 
 from idproxy_stream.config import AppConfig
 from idproxy_stream.eval.protocol import ColdStartData, cold_table, method_proxies
+from idproxy_stream.ranker.plugins import freeze
 from idproxy_stream.ranker.training import evaluate_ranker, table_override
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,7 @@ def run_learning_curve(
     for seed in seeds:
         started = time.perf_counter()
         ranker, _ = data.ranker(config.ranker, seed)
-        for parameter in ranker.parameters():
-            parameter.requires_grad_(False)
+        freeze(ranker)
         id_table = ranker.id_embedding_table().detach().clone()
         for fraction in fractions:
             proxies = method_proxies(

@@ -37,13 +37,13 @@ from idproxy_stream.encoders.features import FeatureTable
 from idproxy_stream.eval.void_analysis import void_analysis
 from idproxy_stream.eval.warmup import ColdEmbeddings, warmup_curve
 from idproxy_stream.ranker.adapter import RankerAdapter
-from idproxy_stream.ranker.din import DinRanker
 from idproxy_stream.ranker.inputs import (
     FeatureVocab,
     ItemSideFeatures,
     RankerInputs,
     encode_samples,
 )
+from idproxy_stream.ranker.plugins import AdapterContext, build_adapter, freeze
 from idproxy_stream.ranker.training import (
     RankerTrainReport,
     evaluate_ranker,
@@ -118,11 +118,23 @@ class ColdStartData:
             cold_rows=torch.from_numpy(vocab.item_rows(split.cold_items)),
         )
 
-    def ranker(self, config: RankerConfig, seed: int) -> tuple[DinRanker, RankerTrainReport]:
-        """The ranker trained on the warm split with ``seed`` (trained once, then reused)."""
+    def ranker(self, config: RankerConfig, seed: int) -> tuple[RankerAdapter, RankerTrainReport]:
+        """The ranker for ``seed``, built once, then reused: the reference ranker trained on the
+        warm split, or the plugin ``config.adapter`` names (its factory gets the seed)."""
         seeded = config.model_copy(update={"seed": seed})
         key = seeded.model_dump_json()
-        if key not in self.trained_rankers:
+        if key not in self.trained_rankers and config.adapter is not None:
+            context = AdapterContext(
+                settings=dict(config.adapter_settings),
+                checkpoint=config.checkpoint,
+                vocab=self.vocab,
+                train=self.inputs["warm_train"],
+                valid=self.inputs["warm_valid"],
+                seed=seed,
+                items=self.dataset.items,
+            )
+            self.trained_rankers[key] = (build_adapter(seeded, context), RankerTrainReport())
+        elif key not in self.trained_rankers:
             self.trained_rankers[key] = train_ranker(
                 self.inputs["warm_train"], self.inputs["warm_valid"], seeded, self.vocab
             )
@@ -310,8 +322,7 @@ def run_seed(
     timings["ranker"] = time.perf_counter() - started
     say(f"  seed {seed}: ranker ready in {timings['ranker']:.1f} s")
     id_table = ranker.id_embedding_table().detach().clone()
-    for parameter in ranker.parameters():
-        parameter.requires_grad_(False)
+    freeze(ranker)
     warm_test = data.inputs["warm_test"]
     cold_test = data.inputs["cold_test"]
     stages = [data.inputs[f"cold_{stage}"] for stage in WARMUP_STAGES]
@@ -341,6 +352,10 @@ def run_seed(
         void = idproxy_void_analysis(
             data, config, ranker, fitted.idproxy, fitted.proxies["idproxy"]
         )
+    if oracles and config.ranker.adapter is not None:
+        # retraining someone else's ranker is not ours to do: oracles need the reference one
+        logger.warning("oracles %s skipped: ranker.adapter is a plugin ranker", list(oracles))
+        oracles = ()
     for oracle in oracles:
         started = time.perf_counter()
         included = WARMUP_STAGES[: len(oracle.removeprefix("oracle_"))]

@@ -29,6 +29,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from idproxy_stream.config import IndexConfig
+from idproxy_stream.digests import file_digests, read_json_manifest, verify_file_digests
 from idproxy_stream.errors import IdProxyError
 from idproxy_stream.index.id_space import IdSpace, IdSpaceError, IdSpaceMismatchError
 
@@ -194,7 +195,8 @@ class IdIndex:
         save_file(
             {"rows": self.member_rows, "item_ids": self.member_ids}, str(directory / MEMBERS_FILE)
         )
-        manifest = {**self.manifest(), **(extra or {})}
+        files = file_digests(directory, [INDEX_FILE, MEMBERS_FILE])
+        manifest = {**self.manifest(), **(extra or {}), "files": files}
         (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         return directory
 
@@ -206,7 +208,7 @@ class IdIndex:
                 f"{directory} holds no ID index ({MANIFEST_FILE} missing): build one with "
                 "IdIndex.build(...).save(directory)"
             )
-        manifest = json.loads(path.read_text())
+        manifest = read_json_manifest(path, IdSpaceError)
         if manifest.get("format") != INDEX_FORMAT:
             raise IdSpaceError(
                 f"{path} has format {manifest.get('format')!r}; this version reads "
@@ -219,7 +221,7 @@ class IdIndex:
         """Read an index saved by :meth:`save`, refusing one built for another ID space."""
         directory = Path(directory)
         manifest = cls.read_manifest(directory)
-        found = manifest["id_space_fingerprint"]
+        found = manifest.get("id_space_fingerprint")
         if found != expected_fingerprint:
             raise IdSpaceMismatchError(
                 f"the index in {directory}",
@@ -228,23 +230,40 @@ class IdIndex:
                 rebuild="rebuild it from the current ID space (IdIndex.build or "
                 "NeighbourChecker.build with the ranker's IdSpace) and save it again",
             )
-        index = faiss.read_index(str(directory / INDEX_FILE))
-        members = load_file(str(directory / MEMBERS_FILE))
-        if index.ntotal != members["rows"].shape[0] or index.d != manifest["dim"]:
+        verify_file_digests(
+            directory,
+            manifest.get("files"),
+            [INDEX_FILE, MEMBERS_FILE],
+            IdSpaceError,
+            MANIFEST_FILE,
+        )
+        try:
+            index = faiss.read_index(str(directory / INDEX_FILE))
+            members = load_file(str(directory / MEMBERS_FILE))
+            kind, dim = manifest["kind"], manifest["dim"]
+            ef_search, nprobe = manifest["hnsw_ef_search"], manifest["ivf_nprobe"]
+        except KeyError as missing:
+            raise IdSpaceError(
+                f"{directory / MANIFEST_FILE} lacks the key {missing}: rebuild the index"
+            ) from None
+        except Exception as error:  # faiss' and safetensors' own errors: name the files
+            raise IdSpaceError(
+                f"{directory}: {INDEX_FILE} / {MEMBERS_FILE} cannot be read "
+                f"({type(error).__name__}): rebuild the index"
+            ) from None
+        if index.ntotal != members["rows"].shape[0] or index.d != dim:
             raise IdSpaceError(
                 f"{directory}: {INDEX_FILE} holds {index.ntotal} vectors of dim {index.d} but "
                 f"the manifest says {members['rows'].shape[0]} of dim {manifest['dim']}: the "
                 "files are mixed up; rebuild the index"
             )
-        _apply_search_params(
-            index, manifest["kind"], manifest["hnsw_ef_search"], manifest["ivf_nprobe"]
-        )
+        _apply_search_params(index, kind, ef_search, nprobe)
         return cls(
             index=index,
-            kind=manifest["kind"],
+            kind=kind,
             member_rows=members["rows"],
             member_ids=members["item_ids"],
             fingerprint=found,
-            ef_search=manifest["hnsw_ef_search"],
-            nprobe=manifest["ivf_nprobe"],
+            ef_search=ef_search,
+            nprobe=nprobe,
         )

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from idproxy_stream.digests import file_digests, read_json_manifest, verify_file_digests
 from idproxy_stream.errors import IdProxyError
 
 ID_SPACE_FORMAT = "idproxy-id-space/1"
@@ -167,6 +168,7 @@ class IdSpace:
             "fingerprint": self.fingerprint,
             "num_items": self.num_items,
             "dim": self.dim,
+            "files": file_digests(directory, [ID_SPACE_WEIGHTS]),
         }
         (directory / ID_SPACE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         return directory
@@ -181,21 +183,28 @@ class IdSpace:
                 f"{directory} holds no ID space: expected {ID_SPACE_WEIGHTS} and "
                 f"{ID_SPACE_MANIFEST} (written by IdSpace.save)"
             )
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json_manifest(manifest_path, IdSpaceError)
         if manifest.get("format") != ID_SPACE_FORMAT:
             raise IdSpaceError(
-                f"{manifest_path} has format {manifest.get('format')!r}; "
+                f"{manifest_path} has format {str(manifest.get('format'))[:100]!r}; "
                 f"this version reads {ID_SPACE_FORMAT!r}"
             )
-        tensors = load_file(str(weights))
+        try:
+            tensors = load_file(str(weights))
+        except Exception as error:  # safetensors' own errors: name the file instead
+            raise IdSpaceError(f"{weights} cannot be read ({type(error).__name__})") from None
         missing = {"item_ids", "embeddings", "interaction_counts"} - set(tensors)
         if missing:
             raise IdSpaceError(f"{weights} lacks tensors {sorted(missing)}")
         found = id_space_fingerprint(tensors["item_ids"], tensors["embeddings"])
-        if found != manifest["fingerprint"]:
+        if found != manifest.get("fingerprint"):
             raise IdSpaceError(
                 f"{weights} does not match the fingerprint in {manifest_path} "
-                f"({found} != {manifest['fingerprint']}): the files were modified or mixed "
-                "up; re-export the ID space from the trained ranker"
+                f"({found} != {str(manifest.get('fingerprint'))[:80]}): the files were "
+                "modified or mixed up; re-export the ID space from the trained ranker"
             )
+        # The fingerprint covers ids and embeddings; the digest also covers the counts.
+        verify_file_digests(
+            directory, manifest.get("files"), [ID_SPACE_WEIGHTS], IdSpaceError, ID_SPACE_MANIFEST
+        )
         return cls(tensors["item_ids"], tensors["embeddings"], tensors["interaction_counts"], found)

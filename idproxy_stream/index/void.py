@@ -32,8 +32,10 @@ from typing import Any, Literal
 import numpy as np
 
 from idproxy_stream.config import IndexConfig
+from idproxy_stream.digests import bounded_repr, finite_number
 from idproxy_stream.events import NeighbourCheck
 from idproxy_stream.index.faiss_index import (
+    MANIFEST_FILE,
     MISSING_NEIGHBOUR,
     IdIndex,
     IndexBuildError,
@@ -300,10 +302,25 @@ class NeighbourChecker:
                 f"{directory} holds an index without a void calibration: build it with "
                 "NeighbourChecker.build(...).save(directory)"
             )
-        if void["k"] != config.k:
+        manifest = Path(directory) / MANIFEST_FILE
+        if not isinstance(void, dict):
+            raise IndexBuildError(f"{manifest}: 'void' must be an object: rebuild the checker")
+        threshold, k = void.get("threshold"), void.get("k")
+        # A NaN threshold would turn the void check off (every comparison is false).
+        finite_number(threshold, f"{manifest}: void.threshold", IndexBuildError)
+        if not 0.0 <= threshold <= 2.0:
             raise IndexBuildError(
-                f"the void threshold in {directory} was calibrated for k={void['k']}, but "
-                f"index.k={config.k}: set index.k={void['k']} or rebuild the checker"
+                f"{manifest}: void.threshold must lie in [0, 2] (a distance between unit "
+                f"vectors), got {threshold}: rebuild the checker"
+            )
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise IndexBuildError(
+                f"{manifest}: void.k must be a positive integer, got {bounded_repr(k)}"
+            )
+        if k != config.k:
+            raise IndexBuildError(
+                f"the void threshold in {directory} was calibrated for k={k}, but "
+                f"index.k={config.k}: set index.k={k} or rebuild the checker"
             )
         calibration = {key: value for key, value in void.items() if key not in ("threshold", "k")}
-        return cls(index, id_space, void["threshold"], void["k"], config.void_policy, calibration)
+        return cls(index, id_space, float(threshold), k, config.void_policy, calibration)

@@ -12,6 +12,7 @@ another text, or aimed at another ranker's ID table, would be silently wrong.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from idproxy_stream.digests import (
+    bounded_repr,
+    file_digests,
+    finite_number,
+    read_json_manifest,
+    verify_file_digests,
+)
 from idproxy_stream.encoders.contract import ContentContract, describe_mismatch
 from idproxy_stream.encoders.layers import LayerClusters
 from idproxy_stream.errors import IdProxyError
@@ -30,6 +38,7 @@ from idproxy_stream.proxy.projector import CoarseProjector
 WEIGHTS_FILE = "proxy_model.safetensors"
 MANIFEST_FILE = "manifest.json"
 FORMAT = "idproxy-proxy-model/1"
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class ProxyModelError(IdProxyError, ValueError):
@@ -38,6 +47,16 @@ class ProxyModelError(IdProxyError, ValueError):
 
 class ProxyModelMismatchError(ProxyModelError):
     """The model was trained for another encoder or another ranker ID space."""
+
+
+def check_version_name(version: object) -> str:
+    """``version`` if it is a safe directory name, else ProxyModelError saying what is allowed."""
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+        raise ProxyModelError(
+            f"model version {bounded_repr(version)} is not allowed: use 1-128 letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit"
+        )
+    return version
 
 
 @dataclass(frozen=True)
@@ -67,16 +86,39 @@ class ProxyModelSpec:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ProxyModelSpec:
+        """The spec a manifest holds; ProxyModelError naming the key for a bad or odd value."""
+
+        def size(key: str, minimum: int = 1) -> int:
+            value = raw[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not minimum <= value <= 1 << 20
+            ):
+                raise ProxyModelError(f"spec.{key} must be an integer >= {minimum}, got {value!r}")
+            return value
+
+        def flag(key: str, default: bool | None = None) -> bool:
+            value = raw.get(key, default)
+            if not isinstance(value, bool):
+                raise ProxyModelError(
+                    f"spec.{key} must be true or false, got {bounded_repr(value)}"
+                )
+            return value
+
+        dropout = finite_number(raw["dropout"], "spec.dropout", ProxyModelError)
+        if not 0.0 <= dropout < 1.0:
+            raise ProxyModelError(f"spec.dropout must lie in [0, 1), got {dropout}")
         return cls(
-            encoder_dim=int(raw["encoder_dim"]),
-            id_dim=int(raw["id_dim"]),
+            encoder_dim=size("encoder_dim"),
+            id_dim=size("id_dim"),
             clusters=LayerClusters.from_dict(raw["clusters"]),
-            projector_hidden=int(raw["projector_hidden"]),
-            adaptor_hidden=int(raw["adaptor_hidden"]),
-            dropout=float(raw["dropout"]),
-            gate_closed=bool(raw["gate_closed"]),
+            projector_hidden=size("projector_hidden", 0),  # 0: a linear projector
+            adaptor_hidden=size("adaptor_hidden", 0),
+            dropout=dropout,
+            gate_closed=flag("gate_closed"),
             # manifests written before the regression-trained projector had unit offsets only
-            coarse_unit_offsets=bool(raw.get("coarse_unit_offsets", True)),
+            coarse_unit_offsets=flag("coarse_unit_offsets", True),
         )
 
 
@@ -96,6 +138,8 @@ class ProxyManifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     content: ContentContract | None = None
 
+    files: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256, set when saved
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
@@ -106,6 +150,7 @@ class ProxyManifest:
             "spec": self.spec.to_dict(),
             "training": self.training,
             "metrics": self.metrics,
+            "files": self.files,
         }
 
 
@@ -168,36 +213,55 @@ class ProxyModel(nn.Module):
 
 
 def save_proxy_model(model: ProxyModel, manifest: ProxyManifest, directory: str | Path) -> Path:
-    """Write weights (safetensors) and ``manifest.json`` to ``directory``; returns it."""
+    """Write weights (safetensors) and ``manifest.json`` (with the weights' SHA-256) to
+    ``directory``; returns it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().contiguous().clone() for name, t in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"version": manifest.version})
     manifest.spec = model.spec
+    manifest.files = file_digests(directory, [WEIGHTS_FILE])
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1, default=str))
     return directory
 
 
 def read_proxy_manifest(directory: str | Path) -> ProxyManifest:
-    """Read and validate ``manifest.json`` without loading weights."""
+    """Read and validate ``manifest.json`` without loading weights.
+
+    Raises :class:`ProxyModelError` naming the file, in one line, for a damaged manifest (not
+    JSON, a missing key, a value of the wrong type, NaN, an unsafe version name).
+    """
     path = Path(directory) / MANIFEST_FILE
     if not path.is_file():
         raise ProxyModelError(
             f"{directory} holds no ProxyModel: expected {MANIFEST_FILE} (train one with "
             "`idproxy train`)"
         )
-    raw = json.loads(path.read_text())
+    raw = read_json_manifest(path, ProxyModelError)
     if raw.get("format") != FORMAT:
-        raise ProxyModelError(f"{path} has format {raw.get('format')!r}, expected {FORMAT!r}")
-    return ProxyManifest(
-        version=raw["version"],
-        encoder_fingerprint=raw["encoder_fingerprint"],
-        id_space_fingerprint=raw["id_space_fingerprint"],
-        spec=ProxyModelSpec.from_dict(raw["spec"]),
-        training=raw.get("training", {}),
-        metrics=raw.get("metrics", {}),
-        content=None if raw.get("content") is None else ContentContract.from_dict(raw["content"]),
-    )
+        raise ProxyModelError(
+            f"{path} has format {bounded_repr(raw.get('format'))}, expected {FORMAT!r}"
+        )
+    try:
+        for key in ("encoder_fingerprint", "id_space_fingerprint"):
+            if not isinstance(raw[key], str):
+                raise ProxyModelError(f"{key} must be a string, got {bounded_repr(raw[key])}")
+        return ProxyManifest(
+            version=check_version_name(raw["version"]),
+            encoder_fingerprint=raw["encoder_fingerprint"],
+            id_space_fingerprint=raw["id_space_fingerprint"],
+            spec=ProxyModelSpec.from_dict(raw["spec"]),
+            training=raw.get("training", {}),
+            metrics=raw.get("metrics", {}),
+            content=None
+            if raw.get("content") is None
+            else ContentContract.from_dict(raw["content"]),
+            files=raw.get("files"),
+        )
+    except KeyError as missing:
+        raise ProxyModelError(f"{path} lacks the key {missing}: save the model again") from None
+    except (ProxyModelError, TypeError, ValueError, AttributeError) as problem:
+        raise ProxyModelError(f"{path} is damaged: {str(problem)[:300]}") from None
 
 
 def content_problem(manifest: ProxyManifest, expected: ContentContract) -> str | None:
@@ -246,10 +310,22 @@ def load_proxy_model(
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.is_file():
         raise ProxyModelError(f"{directory} has a manifest but no {WEIGHTS_FILE}")
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    verify_file_digests(
+        Path(directory), manifest.files, [WEIGHTS_FILE], ProxyModelError, MANIFEST_FILE
+    )
+    try:
+        state = load_file(str(weights))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except Exception as error:  # safetensors' and torch's own errors: name the file instead
+        raise ProxyModelError(
+            f"{weights} cannot be loaded ({type(error).__name__}: {str(error)[:200]})"
+        ) from None
     if missing or unexpected:
         raise ProxyModelError(
             f"{weights} does not match its manifest: missing {missing}, unexpected {unexpected}"
         )
+    bad = [name for name, tensor in state.items() if not torch.isfinite(tensor).all()]
+    if bad:
+        raise ProxyModelError(f"{weights} holds NaN or inf in {bad[:5]}: retrain or save again")
     model.eval()
     return model, manifest

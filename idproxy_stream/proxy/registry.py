@@ -13,7 +13,6 @@ a half-written one. The stream polls :func:`latest_version` to hot-swap models.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -23,23 +22,14 @@ from idproxy_stream.proxy.model import (
     ProxyManifest,
     ProxyModel,
     ProxyModelError,
+    check_version_name,
     load_proxy_model,
     save_proxy_model,
 )
 
 LATEST_FILE = "LATEST"
 VERSIONS_DIR = "versions"
-_VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def check_version_name(version: str) -> str:
-    """``version`` if it is a safe directory name, else ProxyModelError saying what is allowed."""
-    if not _VERSION_PATTERN.match(version):
-        raise ProxyModelError(
-            f"model version {version!r} is not allowed: use 1-128 letters, digits, '.', '_' or "
-            "'-', starting with a letter or digit"
-        )
-    return version
+__all__ = ["check_version_name", "latest_version", "load_version", "publish_version"]
 
 
 def version_directory(registry: str | Path, version: str) -> Path:
@@ -103,12 +93,29 @@ def load_version(
         raise ProxyModelError(
             f"no model published in {registry}: run `idproxy train` (or publish a version) first"
         )
-    return load_proxy_model(
-        version_directory(registry, version),
-        expected_encoder_fingerprint,
-        expected_id_space_fingerprint,
-        expected_content,
+    directory = checked_version_directory(registry, version)
+    model, manifest = load_proxy_model(
+        directory, expected_encoder_fingerprint, expected_id_space_fingerprint, expected_content
     )
+    if manifest.version != version:
+        raise ProxyModelError(
+            f"{directory / 'manifest.json'} says version {manifest.version!r}, but it lies in "
+            f"the directory of version {version!r}: publish versions with publish_version"
+        )
+    return model, manifest
+
+
+def checked_version_directory(registry: str | Path, version: str) -> Path:
+    """The version's directory, refused when it is a symlink or resolves outside the
+    registry (a version directory must be the registry's own)."""
+    directory = version_directory(registry, version)
+    versions = (Path(registry) / VERSIONS_DIR).resolve()
+    if directory.is_symlink() or directory.resolve().parent != versions:
+        raise ProxyModelError(
+            f"{directory} is a link out of the registry: publish the version into "
+            f"{versions} with publish_version"
+        )
+    return directory
 
 
 def remove_version(registry: str | Path, version: str) -> None:

@@ -120,6 +120,15 @@ class FeatureStore(ABC):
     def flush(self) -> None:  # noqa: B027 - most stores write through; buffered ones override
         """Make every accepted record durable (no-op for stores that write through)."""
 
+    def expire_after_created(self, ttl_s: int) -> None:
+        """Let each record expire ``ttl_s`` seconds after its item was created (the event's
+        ``source_event_ts``, else ``computed_at``): ``store.ttl_s``. Stores that cannot expire
+        rows refuse it."""
+        raise StoreError(
+            f"store.ttl_s is set, but the {type(self).__name__} store cannot expire rows: unset "
+            "it or use the redis store"
+        )
+
     @abstractmethod
     def close(self) -> None:
         """Flush and release connections; further calls raise :class:`StoreClosedError`."""
@@ -137,27 +146,66 @@ class FeatureStore(ABC):
 
 
 def store_class(name: str) -> type[FeatureStore]:
-    """The backend class registered under ``name`` in :data:`STORE_BACKENDS`."""
-    if name not in STORE_BACKENDS:
-        raise StoreError(f"unknown store {name!r}: choose one of {sorted(STORE_BACKENDS)}")
-    module_name, class_name = STORE_BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    """The backend registered under ``name`` in :data:`STORE_BACKENDS`, or the
+    :class:`FeatureStore` subclass an import path ``"package.module:Class"`` names."""
+    if name not in STORE_BACKENDS and ":" not in name:
+        raise StoreError(
+            f"unknown store.online {name!r}: choose one of {sorted(STORE_BACKENDS)} or "
+            "'package.module:Class'"
+        )
+    module_name, _, class_name = STORE_BACKENDS.get(name, name).partition(":")
+    setting = f"store.online = {name!r}"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise StoreError(
+            f"{setting}: cannot import module {module_name!r} ({type(error).__name__}: "
+            f"{error}); install it or fix the path"
+        ) from None
+    backend = getattr(module, class_name, None)
+    if backend is None:
+        raise StoreError(f"{setting}: module {module_name!r} has no {class_name!r}")
+    if not (isinstance(backend, type) and issubclass(backend, FeatureStore)):
+        raise StoreError(
+            f"{setting}: {class_name!r} is not a FeatureStore subclass "
+            "(idproxy_stream.store.base.FeatureStore; see docs/store.md)"
+        )
+    return backend
 
 
 def build_store(config: StoreConfig) -> FeatureStore:
     """The online store ``config.online`` names; with ``offline_log`` also the Parquet log.
 
-    With ``offline_log=True`` (and an online store other than parquet) the result is a
-    :class:`~idproxy_stream.store.composite.CompositeStore` writing both.
+    Built-in backends get their section (``config.redis`` ...), a plugin store
+    ``config.settings``. ``config.ttl_s`` is applied with :meth:`FeatureStore.expire_after_created`
+    (a store that cannot expire rows refuses it). With ``offline_log=True`` (and an online store
+    other than parquet) the result is a :class:`~idproxy_stream.store.composite.CompositeStore`
+    writing both; ``config.feast`` adds Feast's online layout the same way (``store/feast.py``).
     """
-    online = store_class(config.online).from_config(getattr(config, config.online))
-    if not config.offline_log or config.online == "parquet":
-        return online
+    backend = store_class(config.online)
+    section = getattr(config, config.online) if config.online in STORE_BACKENDS else config.settings
+    online = backend.from_config(section)
+    if config.ttl_s is not None:
+        try:
+            online.expire_after_created(config.ttl_s)
+        except BaseException:
+            online.close()
+            raise
     from idproxy_stream.store.composite import CompositeStore
 
+    if config.offline_log and config.online != "parquet":
+        try:
+            offline = store_class("parquet").from_config(config.parquet)
+        except BaseException:
+            online.close()
+            raise
+        online = CompositeStore(online, offline)
+    if config.feast is None:
+        return online
+    from idproxy_stream.store.feast import FeastOnlineWrite
+
     try:
-        offline = store_class("parquet").from_config(config.parquet)
+        return CompositeStore(online, FeastOnlineWrite(config.feast))
     except BaseException:
         online.close()
         raise
-    return CompositeStore(online, offline)

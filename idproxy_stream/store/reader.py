@@ -28,16 +28,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from idproxy_stream.config import ReaderConfig
+from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.config import AppConfig, ReaderConfig
+from idproxy_stream.errors import IdProxyError
 from idproxy_stream.events import ProxyRecord, as_item_id
 from idproxy_stream.index.id_space import IdSpace
 from idproxy_stream.proxy.model import ProxyManifest, read_proxy_manifest
 from idproxy_stream.proxy.registry import list_versions, version_directory
-from idproxy_stream.store.base import FeatureStore
+from idproxy_stream.store.base import FeatureStore, build_store
 
 logger = logging.getLogger(__name__)
 
 SOURCE_ID, SOURCE_PROXY, SOURCE_FALLBACK = "id", "proxy", "fallback"
+
+
+class ReaderSetupError(IdProxyError, ValueError):
+    """The reader's bundle is missing; the message names the setting."""
 
 
 def serving_manifests(registry) -> dict[str, ProxyManifest]:
@@ -83,7 +89,43 @@ class ProxyReader:
         self.config = config
         self.live_counts = live_counts
         self.manifests = manifests
+        self.owns_store = False
         self.fallback_vector = self._fallback_vector()
+
+    @classmethod
+    def from_config(
+        cls, config: AppConfig, live_counts: Mapping[int, int] | None = None
+    ) -> ProxyReader:
+        """The reader a ranker service runs: the store ``config.store`` names, the ID space and
+        serving manifests of the bundle in ``config.stream.model_dir``, the ``config.reader``
+        policy. Use it as a context manager (or call :meth:`close`) to close the store.
+
+        Raises :class:`~idproxy_stream.store.base.StoreError` when the store does not open and
+        :class:`ReaderSetupError` when the bundle has no ID space.
+        """
+        layout = BundleLayout(config.stream.model_dir)
+        if not layout.id_space.is_dir():
+            raise ReaderSetupError(
+                f"stream.model_dir = {layout.root} holds no ID space: point it at the bundle "
+                "`idproxy train` wrote"
+            )
+        id_space = IdSpace.load(layout.id_space)
+        manifests = serving_manifests(layout.registry) if layout.registry.is_dir() else None
+        store = build_store(config.store)
+        reader = cls(store, id_space, config.reader, live_counts, manifests)
+        reader.owns_store = True
+        return reader
+
+    def close(self) -> None:
+        """Close the store when this reader opened it (:meth:`from_config`)."""
+        if self.owns_store:
+            self.store.close()
+
+    def __enter__(self) -> ProxyReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _fallback_vector(self) -> np.ndarray:
         mature = self.id_space.mature_mask(self.config.maturity_threshold)

@@ -15,14 +15,18 @@ in any language serving version ``v`` reads ``HGET {prefix}{42}:v:v proxy``.
 
 Writes go through a Lua script (sent as EVALSHA in a non-transactional pipeline) that applies
 the never-go-back rule atomically per key: the record is written only when its order key
-``(order_event_us, order_offset, computed_at_us)`` is greater than the stored one. ``ttl_s``
-sets an expiry on both keys at each write.
+``(order_event_us, order_offset, computed_at_us)`` is greater than the stored one. Expiry
+(``EXPIREAT`` on both keys at each write) is the earlier of ``ttl_s`` after the write
+(``store.redis.ttl_s``) and the cold-start window after the item's creation
+(``store.ttl_s``: ``source_event_ts``, else ``computed_at``, plus the window); a record already
+past its window is not written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
@@ -61,7 +65,7 @@ RECORD_FIELDS = (
     "void_score",
     "status",
 )
-_FIRST_RECORD_ARG = 5  # ARGV[1..3] order key, ARGV[4] ttl, then RECORD_FIELDS
+_FIRST_RECORD_ARG = 5  # ARGV[1..3] order key, ARGV[4] expire-at (unix s, 0 = never), fields
 
 
 def _upsert_script() -> str:
@@ -83,10 +87,10 @@ else
 end
 redis.call('HSET', KEYS[1], 'order_event_us', ARGV[1], 'order_offset', ARGV[2],
   'computed_at_us', ARGV[3], {field_pairs})
-local ttl = tonumber(ARGV[4])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
+local expire_at = tonumber(ARGV[4])
+if expire_at > 0 then
+  redis.call('EXPIREAT', KEYS[1], expire_at)
+  redis.call('EXPIREAT', KEYS[2], expire_at)
 end
 return 1
 """
@@ -116,14 +120,15 @@ def _int(value: bytes | None) -> int | None:
     return None if value is None or value == b"" else int(value)
 
 
-def record_to_args(record: ProxyRecord, ttl_s: int) -> list:
-    """ARGV of the upsert script for ``record``: order key, ttl, then :data:`RECORD_FIELDS`."""
+def record_to_args(record: ProxyRecord, expire_at_s: int) -> list:
+    """ARGV of the upsert script for ``record``: order key, expire-at (Unix seconds, 0 =
+    never), then :data:`RECORD_FIELDS`."""
     order_event_us, order_offset, computed_at_us = record.order_key()
     return [
         order_event_us,
         order_offset,
         computed_at_us,
-        ttl_s,
+        expire_at_s,
         record.proxy.astype("<f4", copy=False).tobytes(),
         record.dim,
         record.model_version,
@@ -182,6 +187,7 @@ class RedisStore(FeatureStore):
         self.key_prefix = key_prefix
         self.owns_client = owns_client
         self.ttl_s = ttl_s
+        self.expire_after_created_s: int | None = None
         self.pipeline_size = pipeline_size
         self.display_url = display_url
         self._client: redis.Redis | None = client
@@ -252,16 +258,33 @@ class RedisStore(FeatureStore):
     def versions_key(self, item_id: int) -> str:
         return f"{self.key_prefix}{{{item_id}}}:versions"
 
+    def expire_after_created(self, ttl_s: int) -> None:
+        """Expire each record ``ttl_s`` after its item's creation (``store.ttl_s``)."""
+        self.expire_after_created_s = ttl_s
+
+    def expire_at(self, record: ProxyRecord, now_s: int) -> int:
+        """Unix seconds at which ``record``'s keys expire (0 = never): the earlier of
+        ``ttl_s`` after ``now_s`` and the cold-start window after the item's creation."""
+        candidates = [now_s + self.ttl_s] if self.ttl_s else []
+        if self.expire_after_created_s is not None:
+            created = record.source_event_ts or record.computed_at
+            candidates.append(int(created.timestamp()) + self.expire_after_created_s)
+        return min(candidates) if candidates else 0
+
     def upsert(self, records: Iterable[ProxyRecord]) -> int:
         listed = checked_records(records)
         client = self._redis()
-        ttl = self.ttl_s or 0
+        now_s = int(time.time())
+        expiries = [self.expire_at(record, now_s) for record in listed]
+        live = [(r, e) for r, e in zip(listed, expiries, strict=True) if e == 0 or e > now_s]
+        if len(live) < len(listed):
+            logger.debug("%d records past store.ttl_s not written", len(listed) - len(live))
         changed = 0
         with self._translate_errors("write to"):
-            for start in range(0, len(listed), self.pipeline_size):
+            for start in range(0, len(live), self.pipeline_size):
                 pipe = client.pipeline(transaction=False)
                 pipe.scripts.add(self._upsert)  # loaded once per pipeline if the server lacks it
-                for record in listed[start : start + self.pipeline_size]:
+                for record, expire_at_s in live[start : start + self.pipeline_size]:
                     # EVALSHA directly: Script.__call__ re-registers the script on every call.
                     pipe.execute_command(
                         "EVALSHA",
@@ -269,7 +292,7 @@ class RedisStore(FeatureStore):
                         2,
                         self.record_key(record.item_id, record.model_version),
                         self.versions_key(record.item_id),
-                        *record_to_args(record, ttl),
+                        *record_to_args(record, expire_at_s),
                     )
                 changed += sum(pipe.execute())
         return changed

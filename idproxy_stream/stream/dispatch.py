@@ -7,17 +7,24 @@ A batch's flight: ``worker.encode.remote(items)`` on the least-loaded worker (at
 once that resolves, the batch is :class:`Written` with the sink's
 :class:`~idproxy_stream.stream.messages.BatchOutcome`. A flight that fails is judged by the
 :class:`RetryPolicy`: sent again (possibly after a jittered back-off), or given up
-(:class:`GaveUp`, whose events the source dead-letters as ``processing_failed``).
+(:class:`GaveUp`, whose event the source dead-letters with its ``reason``).
 
 =================  ==================  ====================  =========================
 failure            counts as attempt   delay before resend   also
 =================  ==================  ====================  =========================
-worker died        yes                 none                  the worker is replaced
+worker died        no (a death)        none                  the worker is replaced
 worker raised      yes                 none
 result lost        no                  none
 sink died          no                  none                  the sink is replaced
 sink raised        no                  jittered back-off     (store or output topic down)
 =================  ==================  ====================  =========================
+
+**Bisect before dead-lettering.** A batch of several events that failed ``max_attempts`` times
+(raises and deaths together) is split in two halves, each sent again with fresh counts; only
+a batch of one event is ever given up: after ``max_attempts`` raises (``processing_failed``)
+or ``max_worker_deaths`` deaths (``worker_died``; a death — OOM, pre-emption — is not the
+event's fault, so it has its own, larger limit). One poisonous event thus costs its
+neighbours a few re-sends (about ``max_attempts * log2(batch size)``), never their rows.
 
 Before a batch is sent again, entries whose records are no longer current (their partition
 was abandoned meanwhile) are dropped: the one rule is the ledger's, passed in as
@@ -38,10 +45,13 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
+from idproxy_stream.stream.backoff import Backoff
 from idproxy_stream.stream.messages import BatchOutcome, WorkItem
 from idproxy_stream.stream.offsets import Ticket
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["ActorDispatcher", "Backoff", "Batch", "GaveUp", "RetryPolicy", "Written"]
 
 
 # ------------------------------------------------------------------------ actor access
@@ -123,54 +133,65 @@ class Failure(StrEnum):
 
 
 @dataclass(frozen=True)
-class Backoff:
-    """Exponential back-off with jitter: ``min(max_s, base_s * 2**(n-1))`` for the n-th
-    failure, scaled by a random factor in ``[1 - jitter, 1]`` so retries of many batches do
-    not arrive together."""
-
-    base_s: float = 0.5
-    max_s: float = 10.0
-    jitter: float = 0.5
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        if failures <= 0:
-            return 0.0
-        ceiling = min(self.max_s, self.base_s * 2 ** min(failures - 1, 32))
-        return ceiling * (1.0 - self.jitter * rng.random())
-
-
-@dataclass(frozen=True)
 class Batch:
     """Events on their way through a worker and the sink, with their tickets (same order).
 
-    attempts: failures that count against ``max_attempts`` so far.
+    attempts: times a worker raised for this batch (count against ``max_attempts``).
+    deaths: times its worker died with it (count against ``max_worker_deaths``).
     sink_failures: times the sink raised for this batch (for the back-off).
     """
 
     items: list[WorkItem]
     tickets: list[Ticket]
     attempts: int = 0
+    deaths: int = 0
     sink_failures: int = 0
+
+    def halves(self) -> list[Batch]:
+        """The batch split in two, each with fresh failure counts (bisection)."""
+        middle = len(self.items) // 2
+        return [
+            Batch(self.items[:middle], self.tickets[:middle]),
+            Batch(self.items[middle:], self.tickets[middle:]),
+        ]
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """What to do with a batch after a failure (see the module's table)."""
+    """What to do with a batch after a failure (see the module's table and bisection rule)."""
 
     max_attempts: int
-    sink_backoff: Backoff = Backoff()
+    sink_backoff: Backoff = field(default_factory=Backoff)
+    max_worker_deaths: int = 10
 
     def after(
         self, failure: Failure, batch: Batch, rng: random.Random
-    ) -> tuple[Batch, float] | None:
-        """The batch to send again and the delay before it, or None to give it up."""
-        counted = failure in (Failure.WORKER_DIED, Failure.WORKER_RAISED)
-        attempts = batch.attempts + counted
-        if counted and attempts >= self.max_attempts:
-            return None
+    ) -> list[tuple[Batch, float]] | None:
+        """The batches to send (the batch again, or its halves) with the delay before each,
+        or None to give the batch (always of one event) up."""
+        raised = failure is Failure.WORKER_RAISED
+        died = failure is Failure.WORKER_DIED
         sink_failures = batch.sink_failures + (failure is Failure.SINK_RAISED)
+        again = replace(
+            batch,
+            attempts=batch.attempts + raised,
+            deaths=batch.deaths + died,
+            sink_failures=sink_failures,
+        )
+        if raised or died:
+            if len(batch.items) > 1:
+                if again.attempts + again.deaths >= self.max_attempts:
+                    return [(half, 0.0) for half in batch.halves()]
+            elif again.attempts >= self.max_attempts or again.deaths >= self.max_worker_deaths:
+                return None
         delay = self.sink_backoff.delay(sink_failures, rng) if failure is Failure.SINK_RAISED else 0
-        return replace(batch, attempts=attempts, sink_failures=sink_failures), float(delay)
+        return [(again, float(delay))]
+
+    def why_given_up(self, batch: Batch) -> str:
+        """The dead-letter reason of a given-up event: raises or deaths."""
+        if batch.attempts >= self.max_attempts:
+            return "processing_failed"
+        return "worker_died"
 
 
 # -------------------------------------------------------------------------- results
@@ -186,10 +207,15 @@ class Written:
 
 @dataclass(frozen=True)
 class GaveUp:
-    """The batch failed ``batch.attempts`` times; its events get no proxy."""
+    """The batch (of one event) failed too often; its event gets no proxy.
+
+    reason: ``processing_failed`` (its worker raised ``max_attempts`` times) or
+    ``worker_died`` (its worker died ``max_worker_deaths`` times).
+    """
 
     batch: Batch
     why: str
+    reason: str = "processing_failed"
 
 
 @dataclass
@@ -245,6 +271,7 @@ class ActorDispatcher:
         self.retries: list[_Retry] = []
         self.resends = 0  # batches scheduled to be sent again
         self.sink_errors = 0  # times the sink raised
+        self.bisections = 0  # failing batches split in halves
 
     # --------------------------------------------------------------------- sending
 
@@ -331,19 +358,42 @@ class ActorDispatcher:
         decision = self.policy.after(failure, batch, self.rng)
         if decision is None:
             why = f"{failure}: {error}"
+            given_up = replace(
+                batch,
+                attempts=batch.attempts + (failure is Failure.WORKER_RAISED),
+                deaths=batch.deaths + (failure is Failure.WORKER_DIED),
+            )
             logger.error(
-                "a batch of %d failed %d times (%s): dead-lettering it",
-                len(batch.items),
-                batch.attempts + 1,
+                "an event failed %d times and its worker died %d times with it (%s): "
+                "dead-lettering it",
+                given_up.attempts,
+                given_up.deaths,
                 why,
             )
-            finished.append(GaveUp(replace(batch, attempts=batch.attempts + 1), why))
+            finished.append(GaveUp(given_up, why, self.policy.why_given_up(given_up)))
             return
-        again, delay = decision
-        self.resends += 1
-        log = logger.error if failure is Failure.SINK_RAISED else logger.warning
-        log("re-sending a batch of %d in %.1f s (%s: %s)", len(batch.items), delay, failure, error)
-        self.retries.append(_Retry(self.clock() + delay, again))
+        if len(decision) > 1:
+            self.bisections += 1
+            logger.warning(
+                "a batch of %d failed %d times (%s: %s): splitting it in %s",
+                len(batch.items),
+                batch.attempts + batch.deaths + 1,
+                failure,
+                error,
+                " + ".join(str(len(half.items)) for half, _ in decision),
+            )
+        for again, delay in decision:
+            self.resends += 1
+            if len(decision) == 1:
+                log = logger.error if failure is Failure.SINK_RAISED else logger.warning
+                log(
+                    "re-sending a batch of %d in %.1f s (%s: %s)",
+                    len(batch.items),
+                    delay,
+                    failure,
+                    error,
+                )
+            self.retries.append(_Retry(self.clock() + delay, again))
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Close the sink (its store and producer), then end every actor."""

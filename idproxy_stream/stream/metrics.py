@@ -93,6 +93,7 @@ class StreamStats:
     proxies_out: Counter = field(default_factory=Counter)  # by ProxyRecord status
     rows_by_version: Counter = field(default_factory=Counter)
     dead_letters: Counter = field(default_factory=Counter)  # by reason
+    dead_letters_given_up: int = 0  # letters the broker refused for good (record completed)
     batches: int = 0
     batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
     encode_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
@@ -148,6 +149,7 @@ def merge_stats(snapshots: Iterable[StreamStats]) -> StreamStats:
         merged.proxies_out.update(stats.proxies_out)
         merged.rows_by_version.update(stats.rows_by_version)
         merged.dead_letters.update(stats.dead_letters)
+        merged.dead_letters_given_up += stats.dead_letters_given_up
         merged.batches += stats.batches
         merged.batch_size.merge(stats.batch_size)
         merged.encode_seconds.merge(stats.encode_seconds)

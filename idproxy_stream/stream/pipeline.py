@@ -40,7 +40,11 @@ from idproxy_stream.proxy.model import ProxyModelError, read_proxy_manifest
 from idproxy_stream.proxy.registry import latest_version, version_directory
 from idproxy_stream.stream.actors import ActorSpec
 from idproxy_stream.stream.metrics import StreamStats, merge_stats, serve_metrics
-from idproxy_stream.stream.preflight import check_stream_services, port_in_use
+from idproxy_stream.stream.preflight import (
+    check_serving_version,
+    check_stream_services,
+    port_in_use,
+)
 from idproxy_stream.stream.sink import ProxySink, SinkSettings
 from idproxy_stream.stream.source import SourceSettings, StreamSource
 from idproxy_stream.stream.topics import ensure_topics, stream_topics
@@ -132,13 +136,22 @@ def check_model_dir(config: AppConfig) -> str:
     problem = bundle_problem(config)
     if problem is not None:
         raise ProxyModelError(problem)
-    return latest_version(BundleLayout(config.stream.model_dir).registry)
+    version = latest_version(BundleLayout(config.stream.model_dir).registry)
+    check_serving_version(config.stream.model_dir, version, config.index)
+    return version
 
 
 def worker_pool_spec(
-    config: AppConfig, pool: WorkerPoolConfig, model_version: str | None = None
+    config: AppConfig,
+    pool: WorkerPoolConfig,
+    model_version: str | None = None,
+    fallback_version: str | None = None,
 ) -> ActorSpec:
-    """One encoder worker of ``pool`` (the stream's or the backfill's), placed by ``cluster``."""
+    """One encoder worker of ``pool`` (the stream's or the backfill's), placed by ``cluster``.
+
+    ``fallback_version``: the version the driver loaded at start; a worker built while
+    ``LATEST`` names a damaged version serves it instead of failing in its constructor.
+    """
     options = {
         "num_cpus": pool.worker_num_cpus,
         "num_gpus": pool.worker_num_gpus,
@@ -147,7 +160,8 @@ def worker_pool_spec(
     process = ProcessSetup(
         config.stream.log_level, config.stream.log_format, pool.torch_threads_per_worker
     )
-    return ActorSpec(ProxyWorker, options, (WorkerSettings.of(config, model_version),), process)
+    settings = WorkerSettings.of(config, model_version, fallback_version)
+    return ActorSpec(ProxyWorker, options, (settings,), process)
 
 
 def sink_spec(config: AppConfig, num_cpus: float) -> ActorSpec:
@@ -159,10 +173,11 @@ def sink_spec(config: AppConfig, num_cpus: float) -> ActorSpec:
     return ActorSpec(ProxySink, options, (SinkSettings.of(config),), process)
 
 
-def actor_specs(config: AppConfig, name: str) -> ActorSpec:
-    """The source actor (with its worker and sink specs) for lane ``name``."""
+def actor_specs(config: AppConfig, name: str, checked_version: str | None = None) -> ActorSpec:
+    """The source actor (with its worker and sink specs) for lane ``name``; workers fall back
+    to ``checked_version`` (loaded by the driver at start) when LATEST cannot be loaded."""
     stream = config.stream
-    worker = worker_pool_spec(config, stream.worker_pool())
+    worker = worker_pool_spec(config, stream.worker_pool(), fallback_version=checked_version)
     sink = sink_spec(config, stream.sink_num_cpus)
     return ActorSpec(
         StreamSource,
@@ -220,7 +235,8 @@ class StreamJob:
                 ensure_topics(kafka, stream_topics(kafka), kafka.topic_partitions)
             for index in range(self.config.stream.num_sources):
                 name = f"{self.name}-source-{index}"
-                self.sources.append(_SourceRun(actor_specs(self.config, name), name))
+                spec = actor_specs(self.config, name, checked_version=version)
+                self.sources.append(_SourceRun(spec, name))
         except BaseException:
             self._stop_metrics()
             raise

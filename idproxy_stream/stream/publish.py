@@ -86,8 +86,14 @@ def item_event(
     image_mode: ImageMode = "inline",
     image_dir: Path | None = None,
 ) -> NewItemEvent:
-    """One catalogue row (``RecDataset.items`` shape) as a :class:`NewItemEvent`."""
+    """One catalogue row (``RecDataset.items`` shape) as a :class:`NewItemEvent`.
+
+    ``created_at`` stamps rows without a ``created_at`` of their own (the table format has one).
+    """
     item_id = int(item["item_id"])
+    own_time = item.get("created_at")
+    if isinstance(own_time, datetime) and own_time.tzinfo is not None:
+        created_at = own_time
     image_uri = item.get("image_uri") if isinstance(item.get("image_uri"), str) else None
     image_bytes = item.get("image_bytes")
     has_bytes = isinstance(image_bytes, bytes | bytearray) and len(image_bytes) > 0

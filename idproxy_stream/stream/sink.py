@@ -69,9 +69,9 @@ class ProxySink:
 
     def __init__(self, settings: SinkSettings) -> None:
         self.settings = settings
-        layout = BundleLayout(settings.model_dir)
-        id_space = IdSpace.load(layout.id_space)
-        self.checker = NeighbourChecker.load(layout.index, id_space, settings.index)
+        self.layout = BundleLayout(settings.model_dir)
+        self.checkers: dict[str, NeighbourChecker] = {}  # by ID-space fingerprint
+        self.checker = self.checker_for(None)
         self.store: FeatureStore = build_store(settings.store)
         self.producer = None
         if settings.kafka is not None and settings.kafka.output_topic:
@@ -82,6 +82,26 @@ class ProxySink:
     def ping(self) -> bool:
         return True
 
+    def checker_for(self, id_space_fingerprint: str | None) -> NeighbourChecker:
+        """The neighbour checker of that ID space (None: the bundle's current one).
+
+        After ``idproxy realign`` swapped the bundle's ID space and index, the first batch of
+        the new version loads them; batches of the old version still in flight keep theirs.
+        """
+        checker = self.checkers.get(id_space_fingerprint) if id_space_fingerprint else None
+        if checker is not None:
+            return checker
+        id_space = IdSpace.load(self.layout.id_space)
+        if id_space_fingerprint is not None and id_space.fingerprint != id_space_fingerprint:
+            raise ValueError(
+                f"{self.layout.id_space} holds ID space {id_space.fingerprint}, not the "
+                f"{id_space_fingerprint} the batch was computed for: the bundle changed under "
+                "the stream outside `idproxy realign`"
+            )
+        checker = NeighbourChecker.load(self.layout.index, id_space, self.settings.index)
+        self.checkers[id_space.fingerprint] = checker
+        return checker
+
     def write(self, batch: EncodedBatch) -> BatchOutcome:
         """Check, write and flush one batch; returns what was written and every refusal."""
         started = time.perf_counter()
@@ -90,7 +110,7 @@ class ProxySink:
         written: list[WrittenRow] = []
         if batch.rows:
             computed_at = datetime.now(UTC)
-            decisions = self.checker.decide(batch.proxies)
+            decisions = self.checker_for(batch.id_space_fingerprint).decide(batch.proxies)
             for row, decision in zip(batch.rows, decisions, strict=True):
                 if decision.is_dead_letter:
                     rejected.append(

@@ -49,7 +49,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import TopicPartition
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, MessageSizeTooLargeError
     from kafka.structs import OffsetAndMetadata
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class StreamSource:
             [ActorSlot(worker_spec, "worker") for _ in range(stream.num_workers)],
             ActorSlot(sink_spec, "sink"),
             stream.worker_queue_depth,
-            RetryPolicy(stream.max_attempts),
+            RetryPolicy(stream.max_attempts, max_worker_deaths=stream.max_worker_deaths),
             self.ledger.is_current,
         )
         self.outbox: DeadLetterOutbox | None = None
@@ -184,7 +184,11 @@ class StreamSource:
         self.consumer.subscribe([kafka.topic], listener=_RebalanceListener(self))
         producer = make_producer(kafka, f"{self.name}-dlq")
         self.outbox = DeadLetterOutbox(
-            producer, kafka.dead_letter_topic, self.ledger.is_current, (KafkaError,)
+            producer,
+            kafka.dead_letter_topic,
+            self.ledger.is_current,
+            (KafkaError,),
+            fatal_errors=(MessageSizeTooLargeError,),
         )
         drain_deadline: float | None = None
         logger.info("%s: consuming %s as group %s", self.name, kafka.topic, kafka.group_id)
@@ -271,6 +275,7 @@ class StreamSource:
                 self.kafka.max_event_bytes,
                 self.settings.max_text_chars,
                 self.kafka.unknown_event_fields,
+                self.kafka.max_future_skew_s,
             )
             error = None
         except InvalidEventError as invalid:
@@ -350,15 +355,17 @@ class StreamSource:
         return letters
 
     def _gave_up(self, result: GaveUp) -> list[PendingLetter]:
-        """Dead letters for every event of a batch the retry policy gave up on."""
+        """Dead letters for the event(s) of a batch the retry policy gave up on."""
         letters = []
-        for item, ticket in zip(result.batch.items, result.batch.tickets, strict=True):
+        batch = result.batch
+        for item, ticket in zip(batch.items, batch.tickets, strict=True):
             rejection = Rejection(
                 item.partition,
                 item.offset,
                 item.event.item_id,
-                DeadLetterReason.PROCESSING_FAILED,
-                f"failed {result.batch.attempts} times: {result.why}",
+                DeadLetterReason(result.reason),
+                f"its worker raised {batch.attempts} times and died {batch.deaths} times "
+                f"with it alone: {result.why}",
                 "worker",
             )
             letter = self._letter(ticket, rejection, None)
@@ -373,15 +380,21 @@ class StreamSource:
         held = self.ledger.held(ticket)
         if held is None:
             return None
-        letter = dead_letter_for(held, rejection, self.kafka.topic, model_version)
+        letter = dead_letter_for(
+            held, rejection, self.kafka.topic, model_version, self.kafka.dead_letter_value_bytes
+        )
         return PendingLetter(ticket, letter, held.key)
 
     def _complete_dead_letters(self) -> None:
-        """Complete the records whose dead letters the broker acknowledged."""
+        """Complete the records whose dead letters the broker acknowledged, or that the outbox
+        gave up (counted apart: the broker refuses them for good)."""
         for pending in self.outbox.acknowledged():
             if self.ledger.complete(pending.ticket) is not None:
                 with self._stats_lock:
-                    self.stats.dead_letters[pending.letter.reason] += 1
+                    if pending.delivered:
+                        self.stats.dead_letters[pending.letter.reason] += 1
+                    else:
+                        self.stats.dead_letters_given_up += 1
                     self.stats.last_write_at = time.time()
 
     # ---------------------------------------------------------------------- committing

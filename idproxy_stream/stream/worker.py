@@ -14,11 +14,20 @@ a CPU here). Per batch it
    ``encoder.text_fields``), pools layer states by the model's clusters and runs the ProxyModel:
    ``(B, D_enc), (B, K, D_enc) -> (B, D_id)``. Only these small vectors leave the worker.
 
+**Per-item failures stay per item.** Anything that fails for one event while its input is
+prepared (any exception, not only image errors) is that event's refusal; an encoder call that
+fails for the batch is bisected — each half encoded again, down to single events — and only the
+events that fail alone are refused (``encode_failed``). Neighbours of a bad event are written.
+
 **Hot model swap.** Every ``model_poll_interval_s`` the worker reads the registry's ``LATEST``;
 a new version is loaded (fingerprints and content contract checked against this encoder, its
-text fields and the ID space) and used from the next batch on. Each batch carries the version
-that produced it, so every stored row names its model. A version that fails to load is logged
-and skipped; the current one keeps serving. A backfill pins one version instead
+text fields and the ID space; the weights against the SHA-256 its manifest recorded) and used
+from the next batch on. A version aligned to another ID space (a retrained ranker: ``idproxy
+realign`` swaps the bundle's ID space in before it moves ``LATEST``) brings the bundle's current
+ID space with it, mature items included. A damaged version (truncated weights, a broken
+manifest) is refused once — logged and counted in ``refused_versions`` — and never fails a
+batch; the current one keeps serving. Each batch carries the version that produced it, so every
+stored row names its model. A backfill pins one version instead
 (``WorkerSettings.model_version``): it is loaded once and never swapped.
 
 The worker receives :class:`WorkerSettings` (what it reads of the application config), never
@@ -47,8 +56,18 @@ from idproxy_stream.encoders.images import ImageInputError, load_image
 from idproxy_stream.encoders.layers import pool_layer_clusters
 from idproxy_stream.events import DeadLetterReason
 from idproxy_stream.index.id_space import IdSpace
-from idproxy_stream.proxy.model import ProxyManifest, ProxyModel, ProxyModelError
-from idproxy_stream.proxy.registry import check_version_name, latest_version, load_version
+from idproxy_stream.proxy.model import (
+    ProxyManifest,
+    ProxyModel,
+    ProxyModelError,
+    read_proxy_manifest,
+)
+from idproxy_stream.proxy.registry import (
+    check_version_name,
+    latest_version,
+    load_version,
+    version_directory,
+)
 from idproxy_stream.stream.messages import EncodedBatch, ProxyRow, Rejection, WorkItem
 
 logger = logging.getLogger(__name__)
@@ -58,6 +77,9 @@ class WorkerSettings(FrozenModel):
     """What one encoder worker reads (built from the application config by :meth:`of`).
 
     model_version: serve this version and never swap (a backfill); None follows ``LATEST``.
+    fallback_version: serve this one when ``LATEST`` cannot be loaded as the worker starts
+        (the version the driver loaded at start-up), so a damaged version published while
+        the job runs does not stop a replacement worker from starting.
     """
 
     model_dir: Path
@@ -67,9 +89,15 @@ class WorkerSettings(FrozenModel):
     image_errors: Literal["dead_letter", "text_only"] = "dead_letter"
     model_poll_interval_s: float = Field(5.0, gt=0)
     model_version: str | None = None
+    fallback_version: str | None = None
 
     @classmethod
-    def of(cls, config: AppConfig, model_version: str | None = None) -> WorkerSettings:
+    def of(
+        cls,
+        config: AppConfig,
+        model_version: str | None = None,
+        fallback_version: str | None = None,
+    ) -> WorkerSettings:
         """The worker's part of ``config`` (``stream``, ``encoder``, ``reader`` sections)."""
         return cls(
             model_dir=config.stream.model_dir,
@@ -79,6 +107,7 @@ class WorkerSettings(FrozenModel):
             image_errors=config.stream.image_errors,
             model_poll_interval_s=config.stream.model_poll_interval_s,
             model_version=model_version,
+            fallback_version=fallback_version,
         )
 
 
@@ -100,21 +129,26 @@ class ProxyWorker:
         self.encoder = build_encoder(settings.encoder)
         self.content = encoder_contract(self.encoder, settings.encoder.text_fields)
         self.reads_images = bool(getattr(self.encoder, "reads_images", True))
-        layout = BundleLayout(settings.model_dir)
-        self.registry = layout.registry
-        id_space = IdSpace.load(layout.id_space)
-        self.id_space_fingerprint = id_space.fingerprint
-        mature = id_space.interaction_counts >= settings.maturity_threshold
-        self.mature_item_ids = np.sort(id_space.item_ids[mature])
+        self.layout = BundleLayout(settings.model_dir)
+        self.registry = self.layout.registry
+        self._use_id_space(IdSpace.load(self.layout.id_space))
         self.model: ProxyModel | None = None
         self.manifest: ProxyManifest | None = None
         self._refused_version: str | None = None
+        self.refused_versions = 0  # versions published while running that failed to load
         self._refusal: str | None = None
         self._next_model_check = 0.0
         if settings.model_version is not None:
             self._load(check_version_name(settings.model_version))  # raises what it refuses
         else:
             self.check_for_new_model(force=True)
+            if self.model is None and settings.fallback_version is not None:
+                logger.warning(
+                    "LATEST cannot be served (%s): serving version %s, checked at start",
+                    self._refusal,
+                    settings.fallback_version,
+                )
+                self._load(check_version_name(settings.fallback_version))
         if self.model is None:
             raise ProxyModelError(
                 f"no loadable ProxyModel in {self.registry}: "
@@ -156,8 +190,9 @@ class ProxyWorker:
             return False
         try:
             self._load(version)
-        except (OSError, ValueError) as error:
+        except Exception as error:  # any damage to a new version: refuse it, keep serving
             self._refused_version, self._refusal = version, str(error)
+            self.refused_versions += 1
             logger.error(
                 "model version %s not loaded, still serving %s: %s",
                 version,
@@ -168,17 +203,36 @@ class ProxyWorker:
             return False
         return True
 
+    def _use_id_space(self, id_space: IdSpace) -> None:
+        """Serve against ``id_space``: its fingerprint and its mature items (sorted IDs)."""
+        self.id_space_fingerprint = id_space.fingerprint
+        mature = id_space.interaction_counts >= self.settings.maturity_threshold
+        self.mature_item_ids = np.sort(id_space.item_ids[mature])
+
+    def _id_space_for(self, version: str) -> IdSpace | None:
+        """The bundle's ID space when ``version`` was aligned to another one than this worker
+        serves (a ranker retrain, ``idproxy realign``, swapped it in before LATEST); else None."""
+        wanted = read_proxy_manifest(version_directory(self.registry, version))
+        if wanted.id_space_fingerprint == self.id_space_fingerprint:
+            return None
+        return IdSpace.load(self.layout.id_space)
+
     def _load(self, version: str) -> None:
         """Load ``version`` and serve it from the next batch on; raises what it refuses."""
+        new_id_space = self._id_space_for(version)
         model, manifest = load_version(
             self.registry,
             version,
             expected_encoder_fingerprint=self.encoder.fingerprint,
-            expected_id_space_fingerprint=self.id_space_fingerprint,
+            expected_id_space_fingerprint=(
+                self.id_space_fingerprint if new_id_space is None else new_id_space.fingerprint
+            ),
             expected_content=self.content,
         )
         previous = None if self.manifest is None else self.manifest.version
         model.eval()
+        if new_id_space is not None:
+            self._use_id_space(new_id_space)
         self.model, self.manifest = model, manifest
         logger.info(
             "serving model version %s (was %s)",
@@ -210,6 +264,18 @@ class ProxyWorker:
             else np.zeros(len(items), bool)
         )
         for item, is_mature in zip(items, mature, strict=True):
+            try:
+                content, refusal = (None, None) if is_mature else self._content(item)
+            except Exception as error:  # one event's failure is that event's dead letter
+                logger.warning("item %d: preparing its input failed: %r", item.event.item_id, error)
+                rejected.append(
+                    self._rejection(
+                        item,
+                        DeadLetterReason.ENCODE_FAILED,
+                        f"preparing the item's input failed ({type(error).__name__})",
+                    )
+                )
+                continue
             if is_mature:
                 rejected.append(
                     self._rejection(
@@ -221,7 +287,6 @@ class ProxyWorker:
                     )
                 )
                 continue
-            content, refusal = self._content(item)
             if refusal is not None:
                 rejected.append(refusal)
             else:
@@ -263,22 +328,7 @@ class ProxyWorker:
         width = self.manifest.spec.id_dim
         if not accepted:
             return [], np.zeros((0, width), np.float32), []
-        try:
-            proxies = self._run_model([content for _, content in accepted])
-            pairs = [(item, proxies[i]) for i, (item, _) in enumerate(accepted)]
-            failures: list[Rejection] = []
-        except Exception as error:  # the batch fails as a whole: find the item(s) at fault
-            logger.warning("batch of %d failed (%s); encoding one by one", len(accepted), error)
-            pairs, failures = [], []
-            for item, content in accepted:
-                try:
-                    pairs.append((item, self._run_model([content])[0]))
-                except Exception as single_error:
-                    failures.append(
-                        self._rejection(
-                            item, DeadLetterReason.ENCODE_FAILED, f"encoding failed: {single_error}"
-                        )
-                    )
+        pairs, failures = self._encode_bisecting(accepted)
         rows, vectors = [], []
         for item, vector in pairs:
             if not np.isfinite(vector).all():
@@ -304,6 +354,26 @@ class ProxyWorker:
             np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, width), np.float32)
         )
         return rows, stacked, failures
+
+    def _encode_bisecting(
+        self, accepted: list[tuple[WorkItem, ContentItem]]
+    ) -> tuple[list[tuple[WorkItem, np.ndarray]], list[Rejection]]:
+        """Proxies of ``accepted`` in one call; if it fails, each half again (bisection), so
+        only the events that fail alone are refused (``encode_failed``)."""
+        try:
+            proxies = self._run_model([content for _, content in accepted])
+            return [(item, proxies[i]) for i, (item, _) in enumerate(accepted)], []
+        except Exception as error:
+            if len(accepted) == 1:
+                item = accepted[0][0]
+                logger.warning("item %d: encoding failed: %r", item.event.item_id, error)
+                message = f"encoding failed ({type(error).__name__}: {error})"
+                return [], [self._rejection(item, DeadLetterReason.ENCODE_FAILED, message)]
+            logger.warning("batch of %d failed (%r); bisecting", len(accepted), error)
+        middle = len(accepted) // 2
+        first, first_failures = self._encode_bisecting(accepted[:middle])
+        second, second_failures = self._encode_bisecting(accepted[middle:])
+        return first + second, first_failures + second_failures
 
     @torch.inference_mode()
     def _run_model(self, contents: list[ContentItem]) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,16 +35,17 @@ from idproxy_stream.index.id_space import IdSpace
 from idproxy_stream.index.void import NeighbourChecker
 from idproxy_stream.proxy.model import ProxyModel
 from idproxy_stream.proxy.registry import publish_version
-from idproxy_stream.ranker.din import DinRanker
 from idproxy_stream.ranker.inputs import (
     FeatureVocab,
     ItemSideFeatures,
     RankerInputs,
     encode_samples,
 )
-from idproxy_stream.ranker.training import evaluate_ranker, load_ranker, save_ranker, train_ranker
+from idproxy_stream.ranker.plugins import load_factory
+from idproxy_stream.ranker.training import evaluate_ranker
 from idproxy_stream.training.item_features import RowFeatures
 from idproxy_stream.training.pipeline import new_manifest, train_idproxy
+from idproxy_stream.training.rankers import bundle_ranker, ranker_id_space
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +62,6 @@ class BundleReport:
     split: dict
     metrics: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
-
-
-def ranker_id_space(ranker: DinRanker, item_ids: np.ndarray, counts: np.ndarray) -> IdSpace:
-    """The ranker's ID embeddings of ``item_ids`` (N,) with their training counts (N,)."""
-    rows = torch.from_numpy(ranker.vocab.item_rows(item_ids))
-    embeddings = ranker.id_embedding_table()[rows].detach().numpy().astype(np.float32)
-    return IdSpace.from_arrays(item_ids, embeddings, counts)
 
 
 def default_version() -> str:
@@ -117,18 +111,19 @@ def build_neighbour_checker(
     model: ProxyModel,
     features: RowFeatures,
     holdout_rows: torch.Tensor,
-    vocab: FeatureVocab,
+    row_item_ids: Sequence[int],
     id_space: IdSpace,
     config: AppConfig,
 ) -> NeighbourChecker:
     """Faiss index over the ID space, void threshold calibrated on held-out items' proxies.
 
+    ``row_item_ids``: the item ID of ranker rows 1, 2, ... (``FeatureVocab.item_ids``).
     With fewer than 20 held-out items the checker calibrates leave-one-out on mature IDs.
     """
     proxies = model.predict(
         features.global_embedding[holdout_rows], features.cluster_states[holdout_rows]
     ).numpy()
-    item_ids = np.asarray(vocab.item_ids, dtype=np.int64)[holdout_rows.numpy() - 1]
+    item_ids = np.asarray(row_item_ids, dtype=np.int64)[holdout_rows.numpy() - 1]
     use_holdout = len(item_ids) >= 20
     return NeighbourChecker.build(
         id_space,
@@ -146,12 +141,17 @@ def train_model_bundle(
     features: FeatureTable | None = None,
     progress: Progress | None = None,
 ) -> BundleReport:
-    """Train (or reuse) the ranker and train + publish a ProxyModel into ``model_dir``."""
+    """Train (or reuse) the ranker and train + publish a ProxyModel into ``model_dir``.
+
+    With ``ranker.adapter`` set the ranker is the plugin's (``training/rankers.py``).
+    """
     say = progress or (lambda message: logger.info(message))
     layout = BundleLayout(Path(model_dir))
     version = version or default_version()
     timings: dict[str, float] = {}
 
+    if config.ranker.adapter is not None:
+        load_factory(config.ranker.adapter)  # a wrong import path fails before any work
     started = time.perf_counter()
     data = load_training_data(config)
     dataset, split, vocab, inputs = data.dataset, data.split, data.vocab, data.samples
@@ -159,21 +159,15 @@ def train_model_bundle(
     say(f"data: {dataset.summary()}; split: {split.counts()}")
 
     started = time.perf_counter()
-    if (layout.ranker / "ranker.json").is_file():
-        ranker = load_ranker(layout.ranker)
-        say(f"ranker: reusing {layout.ranker}")
-    else:
-        ranker, _ = train_ranker(inputs["warm_train"], inputs["warm_valid"], config.ranker, vocab)
-        save_ranker(ranker, layout.ranker)
-    for parameter in ranker.parameters():
-        parameter.requires_grad_(False)
+    ranker, origin = bundle_ranker(config, layout, vocab, inputs, dataset.items)
+    say(f"ranker: {origin} ({config.ranker.adapter or 'reference ranker'}, {layout.ranker})")
     warm_metrics = evaluate_ranker(ranker, inputs["warm_test"])
     timings["ranker"] = time.perf_counter() - started
     say(f"ranker: warm-test AUC {warm_metrics['auc']:.4f}, logloss {warm_metrics['logloss']:.4f}")
 
     train_counts = np.bincount(inputs["warm_train"].item.numpy(), minlength=vocab.num_item_rows)
     warm_counts = train_counts[vocab.item_rows(split.warm_items)]
-    id_space = ranker_id_space(ranker, split.warm_items, warm_counts)
+    id_space = ranker_id_space(ranker, vocab, split.warm_items, warm_counts)
     if layout.id_space.exists():
         stored = IdSpace.load(layout.id_space)
         if stored.fingerprint != id_space.fingerprint:
@@ -215,7 +209,7 @@ def train_model_bundle(
 
     started = time.perf_counter()
     checker = build_neighbour_checker(
-        training.model, row_features, training.holdout_rows, vocab, id_space, config
+        training.model, row_features, training.holdout_rows, vocab.item_ids, id_space, config
     )
     checker.save(layout.index)
     timings["index"] = time.perf_counter() - started

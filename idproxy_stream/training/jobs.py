@@ -42,11 +42,12 @@ from idproxy_stream.proxy.registry import (
     publish_version,
     version_directory,
 )
+from idproxy_stream.ranker.adapter import RankerAdapter
 from idproxy_stream.ranker.inputs import (
     FeatureVocab,
     RankerInputs,
 )
-from idproxy_stream.ranker.training import evaluate_ranker, load_ranker
+from idproxy_stream.ranker.training import evaluate_ranker
 from idproxy_stream.training.bundle import (
     BundleReport,
     TrainingData,
@@ -58,6 +59,7 @@ from idproxy_stream.training.bundle import (
 )
 from idproxy_stream.training.item_features import RowFeatures
 from idproxy_stream.training.pipeline import new_manifest, stage2_data
+from idproxy_stream.training.rankers import bundle_has_ranker, bundle_ranker, ranker_id_space
 from idproxy_stream.training.stage1 import split_mature_rows
 from idproxy_stream.training.stage2 import train_stage2
 
@@ -107,7 +109,7 @@ def run_stage1(
 class Stage2Inputs:
     """What Stage 2 trains on, read back from the bundle and the dataset."""
 
-    ranker: torch.nn.Module
+    ranker: RankerAdapter
     id_space: IdSpace
     vocab: FeatureVocab
     row_features: RowFeatures
@@ -117,7 +119,7 @@ class Stage2Inputs:
 
 def check_stage1_version(layout: BundleLayout, version: str | None) -> str:
     """``version`` (LATEST when None) if the bundle has a ranker and it is a Stage-1 model."""
-    if not (layout.ranker / "ranker.json").is_file() or not layout.id_space.is_dir():
+    if not bundle_has_ranker(layout) or not layout.id_space.is_dir():
         raise TrainingJobError(
             f"{layout.root} holds no ranker and ID space: run Stage 1 first "
             "(jobs/train_stage1.py or `idproxy train`)"
@@ -133,17 +135,27 @@ def check_stage1_version(layout: BundleLayout, version: str | None) -> str:
     return version
 
 
-def stage2_inputs(data: TrainingData, layout: BundleLayout, features: FeatureTable) -> Stage2Inputs:
-    """The frozen ranker, its ID space, features by ranker row and the encoded samples."""
-    ranker = load_ranker(layout.ranker)
-    for parameter in ranker.parameters():
-        parameter.requires_grad_(False)
+def stage2_inputs(
+    data: TrainingData, layout: BundleLayout, features: FeatureTable, config: AppConfig
+) -> Stage2Inputs:
+    """The frozen ranker (the bundle's, or ``ranker.adapter``'s), its ID space, features by
+    ranker row and the encoded samples."""
+    ranker, _ = bundle_ranker(
+        config, layout, data.vocab, data.samples, data.dataset.items, train_if_missing=False
+    )
+    id_space = IdSpace.load(layout.id_space)
+    served = ranker_id_space(ranker, data.vocab, id_space.item_ids, id_space.interaction_counts)
+    if served.fingerprint != id_space.fingerprint:
+        raise TrainingJobError(
+            f"the ranker ({config.ranker.adapter or 'reference'}, ranker.checkpoint = "
+            f"{config.ranker.checkpoint}) gives ID space {served.fingerprint}, but Stage 1 in "
+            f"{layout.root} aligned to {id_space.fingerprint}: point ranker.checkpoint at the "
+            "ranker Stage 1 used, or run Stage 1 again in a fresh model_dir"
+        )
     row_features = RowFeatures.from_table(
         features, data.vocab.item_rows(features.item_ids), data.vocab.num_item_rows
     )
-    return Stage2Inputs(
-        ranker, IdSpace.load(layout.id_space), data.vocab, row_features, data.samples, data.summary
-    )
+    return Stage2Inputs(ranker, id_space, data.vocab, row_features, data.samples, data.summary)
 
 
 def run_stage2(
@@ -168,7 +180,7 @@ def run_stage2(
     features = stored_features(config)
     if features is None:
         features = encode_catalogue(config, data.dataset.items)
-    inputs = stage2_inputs(data, layout, features)
+    inputs = stage2_inputs(data, layout, features, config)
     coarse, stage1_manifest = load_version(
         layout.registry,
         stage1_version,
@@ -221,7 +233,12 @@ def run_stage2(
     say(f"stage 2: held-out-item AUC {result.metrics.get('best_valid_auc', float('nan')):.4f}")
 
     checker = build_neighbour_checker(
-        result.model, inputs.row_features, holdout_rows, inputs.vocab, inputs.id_space, config
+        result.model,
+        inputs.row_features,
+        holdout_rows,
+        inputs.vocab.item_ids,
+        inputs.id_space,
+        config,
     )
     checker.save(layout.index)
 

@@ -136,6 +136,43 @@ def idproxy_validation_sets(
     return data.validation
 
 
+def stage1_proxy_model(
+    stage1: Stage1Result, features: RowFeatures, id_dim: int, stage2_config: Stage2Config
+) -> ProxyModel:
+    """The Stage 1-only ProxyModel (gate closed: ``(N, D_enc), (N, K, D_enc) -> (N, D_id)`` is
+    the coarse projector alone); its spec sizes the Stage 2 adaptor from ``stage2_config``."""
+    spec = ProxyModelSpec(
+        encoder_dim=features.encoder_dim,
+        id_dim=id_dim,
+        clusters=features.clusters,
+        projector_hidden=stage1.projector.hidden_dim,
+        adaptor_hidden=stage2_config.hidden_dim,
+        dropout=stage2_config.dropout,
+        gate_closed=True,
+        coarse_unit_offsets=stage1.projector.unit_offsets,
+    )
+    model = ProxyModel(spec)
+    model.projector.load_state_dict(stage1.projector.state_dict())
+    model.eval()
+    return model
+
+
+def ridge_proxy_model(
+    spec: ProxyModelSpec, features: RowFeatures, id_table: torch.Tensor, fit_rows: torch.Tensor
+) -> tuple[ProxyModel, float]:
+    """(the ridge-regression coarse proxy fitted on ``fit_rows``, its penalty); gate closed.
+
+    id_table: (N_rows, D_id) raw IDs; fit_rows: (F,) rows it regresses on.
+    """
+    projector, penalty = fit_ridge_coarse(features, id_table, fit_rows)
+    ridge = ProxyModel(
+        replace(spec, projector_hidden=0, coarse_unit_offsets=False, gate_closed=True)
+    )
+    ridge.projector.load_state_dict(projector.state_dict())
+    ridge.eval()
+    return ridge, penalty
+
+
 def train_idproxy(
     ranker: RankerAdapter,
     features: RowFeatures,
@@ -169,19 +206,8 @@ def train_idproxy(
         features,
         stage2_config,
     )
-    spec = ProxyModelSpec(
-        encoder_dim=features.encoder_dim,
-        id_dim=int(id_table.shape[1]),
-        clusters=features.clusters,
-        projector_hidden=stage1.projector.hidden_dim,
-        adaptor_hidden=stage2_config.hidden_dim,
-        dropout=stage2_config.dropout,
-        gate_closed=True,
-        coarse_unit_offsets=stage1.projector.unit_offsets,
-    )
-    stage1_model = ProxyModel(spec)
-    stage1_model.projector.load_state_dict(stage1.projector.state_dict())
-    stage1_model.eval()
+    stage1_model = stage1_proxy_model(stage1, features, int(id_table.shape[1]), stage2_config)
+    spec = stage1_model.spec
     metrics = {f"stage1_{name}": value for name, value in stage1.metrics.items()}
     if stage1_config.scale_selection == "ranker_auc":
         chosen = select_coarse_scale(
@@ -229,12 +255,7 @@ def _best_of_ridge(
     The ridge proxy is fitted on Stage 1's fit items, its scale chosen through the ranker like
     the Stage 1 scale; it replaces ``served`` only with a strictly higher selection AUC.
     """
-    projector, penalty = fit_ridge_coarse(features, id_table, stage1.fit_rows)
-    ridge = ProxyModel(
-        replace(served.spec, projector_hidden=0, coarse_unit_offsets=False, gate_closed=True)
-    )
-    ridge.projector.load_state_dict(projector.state_dict())
-    ridge.eval()
+    ridge, penalty = ridge_proxy_model(served.spec, features, id_table, stage1.fit_rows)
     chosen = select_coarse_scale(
         ridge, ranker, features, data.validation, stage1_config.scale_multipliers
     )

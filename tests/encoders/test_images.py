@@ -7,11 +7,15 @@ import sys
 import threading
 import zlib
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from idproxy_stream.config import ImageInputConfig
+from idproxy_stream.encoders.http_fetch import host_allowed, is_public_address
 from idproxy_stream.encoders.images import (
     ImageDecompressionBombError,
     ImageFetchError,
@@ -23,6 +27,7 @@ from idproxy_stream.encoders.images import (
     ImageUndecodableError,
     load_image,
 )
+from idproxy_stream.events import DeadLetterReason
 
 from .conftest import png_bytes
 
@@ -186,9 +191,15 @@ def test_s3_without_boto3_names_the_extra(monkeypatch):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     payload = png_bytes(20, 10, seed=7)
+    requests: ClassVar[list[str]] = []  # paths every server of this handler was asked for
 
     def do_GET(self):
-        if self.path == "/poster.png":
+        _Handler.requests.append(self.path)
+        if self.path.startswith("/redirect?"):  # /redirect?<url>: send the client there
+            self.send_response(302)
+            self.send_header("Location", self.path.split("?", 1)[1])
+            self.end_headers()
+        elif self.path.endswith("/poster.png"):  # also a proxied request's absolute URL
             self.send_response(200)
             self.send_header("Content-Length", str(len(self.payload)))
             self.end_headers()
@@ -215,25 +226,37 @@ def http_base():
     server.server_close()
 
 
+# HTTP is off by default and loopback is refused (SSRF): these tests name their server.
+LOOPBACK_HTTP = {
+    "allow_http": True,
+    "http_allowed_hosts": ("127.0.0.1",),
+    "http_allow_private_addresses": True,
+}
+
+
+def loopback(**overrides) -> ImageInputConfig:
+    return ImageInputConfig(**{**LOOPBACK_HTTP, **overrides})
+
+
 def test_http_image_is_fetched_and_decoded(http_base):
-    image = load_image(f"{http_base}/poster.png", ImageInputConfig())
+    image = load_image(f"{http_base}/poster.png", loopback())
     assert image.size == (20, 10)
 
 
 def test_http_404_is_a_fetch_failure(http_base):
     with pytest.raises(ImageFetchError, match="HTTP 404") as error:
-        load_image(f"{http_base}/missing.png", ImageInputConfig())
+        load_image(f"{http_base}/missing.png", loopback())
     assert error.value.reason == "image_fetch_failed"
 
 
 def test_http_declared_length_over_the_limit_is_refused(http_base):
     with pytest.raises(ImageTooLargeError, match="declares"):
-        load_image(f"{http_base}/poster.png", ImageInputConfig(max_bytes=50))
+        load_image(f"{http_base}/poster.png", loopback(max_bytes=50))
 
 
 def test_http_body_without_length_is_capped_while_streaming(http_base):
     with pytest.raises(ImageTooLargeError, match="sent more than"):
-        load_image(f"{http_base}/endless", ImageInputConfig(max_bytes=10_000))
+        load_image(f"{http_base}/endless", loopback(max_bytes=10_000))
 
 
 def test_http_server_that_never_answers_times_out():
@@ -243,7 +266,7 @@ def test_http_server_that_never_answers_times_out():
     try:
         port = silent.getsockname()[1]
         with pytest.raises(ImageFetchError):
-            load_image(f"http://127.0.0.1:{port}/x.png", ImageInputConfig(http_timeout_s=0.2))
+            load_image(f"http://127.0.0.1:{port}/x.png", loopback(http_timeout_s=0.2))
     finally:
         silent.close()
 
@@ -266,3 +289,152 @@ def test_every_image_error_is_an_image_input_error_with_a_reason():
     reasons = {cls("x").reason for cls in classes}
     assert all(issubclass(cls, ImageInputError) for cls in classes)
     assert len(reasons) == len(classes)
+
+
+# ------------------------------------------------ hostile references never escape ImageInputError
+
+hostile_pieces = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6
+) | st.sampled_from(
+    ["\x00", "%00", "%", "%2e%2e/", "../", "//", "\\", "?", "#", "[", "]", "@", ":"]
+)
+hostile_paths = st.lists(hostile_pieces, max_size=8).map("".join)
+hostile_references = st.one_of(
+    hostile_paths.map(lambda path: f"file://{path}"),
+    hostile_paths.map(lambda path: f"file:///{path}"),
+    hostile_paths.map(lambda path: f"http://{path}"),
+    hostile_paths.map(lambda path: f"s3://{path}"),
+    hostile_paths.map(lambda path: f"data:{path}"),
+    hostile_paths.map(lambda path: f"data:image/png;base64,{path}"),
+    hostile_paths,
+    st.text(max_size=40),
+    st.binary(max_size=64),
+    st.sampled_from(["file:///x.png%00.jpg", "file:///x.png\x00.jpg", "file://[/x", "http://[::1"]),
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(reference=hostile_references)
+def test_hostile_references_only_ever_raise_image_input_errors(reference, roots) -> None:
+    """Whatever the reference, the result is an image or an ImageInputError with a reason
+    (the worker turns it into that item's dead letter); http stays off, nothing is fetched."""
+    allowed, _ = roots
+    config = file_config(allowed, allow_http=False, allow_s3=False)
+    try:
+        image = load_image(reference, config)
+    except ImageInputError as error:
+        assert error.reason in DeadLetterReason.__members__.values()
+        assert "\n" not in str(error)
+    else:
+        assert image.mode == "RGB"
+
+
+def test_a_nul_byte_in_a_file_uri_is_an_invalid_image_not_a_value_error(roots) -> None:
+    allowed, _ = roots
+    for reference in ("file:///x.png%00.jpg", f"file://{allowed}/x.png\x00.jpg"):
+        with pytest.raises(ImageInputError, match="NUL") as caught:
+            load_image(reference, file_config(allowed))
+        assert caught.value.reason == "image_invalid"
+
+
+def test_a_path_outside_the_roots_reads_the_same_whether_it_exists_or_not(roots):
+    """Issue 12 item 10: not_found vs outside_allowed_roots told whether any host path exists."""
+    allowed, outside = roots
+    (outside / "secret.png").write_bytes(png_bytes())
+    refusals = []
+    for name in ("secret.png", "no-such-file.png"):
+        for uri in (f"file://{outside}/{name}", f"file://{allowed}/../outside/{name}"):
+            with pytest.raises(ImageInputError) as caught:
+                load_image(uri, file_config(allowed))
+            refusals.append((caught.value.reason, str(caught.value).replace(name, "NAME")))
+    assert {reason for reason, _ in refusals} == {"image_outside_allowed_roots"}
+    assert refusals[0][1] == refusals[2][1] and refusals[1][1] == refusals[3][1]
+
+
+def test_refusals_never_show_the_resolved_path_the_link_target_or_the_roots(roots):
+    allowed, outside = roots
+    (outside / "secret.png").write_bytes(png_bytes())
+    (allowed / "link.png").symlink_to(outside / "secret.png")
+    uris = [
+        f"file://{allowed}/link.png",
+        f"file://{allowed}/../outside/secret.png",
+        f"file://{allowed}/missing.png",
+        "file:///etc/hostname",
+    ]
+    for uri in uris:
+        with pytest.raises(ImageInputError) as caught:
+            load_image(uri, file_config(allowed))
+        message = str(caught.value).replace(uri, "<uri>")
+        assert str(outside) not in message and str(allowed) not in message, message
+        assert "allowed_roots" in message or caught.value.reason == "image_not_found"
+
+
+# ------------------------------------------------------------------------------ SSRF
+
+
+def test_http_is_off_by_default_and_nothing_is_fetched(http_base):
+    _Handler.requests.clear()
+    with pytest.raises(ImageSourceUnsupportedError, match="allow_http") as caught:
+        load_image(f"{http_base}/poster.png", ImageInputConfig())
+    assert caught.value.reason == "image_source_unsupported" and _Handler.requests == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"])
+def test_loopback_is_refused_after_dns_even_with_http_on(http_base, host):
+    _Handler.requests.clear()
+    port = http_base.rsplit(":", 1)[1]
+    with pytest.raises(ImageSourceUnsupportedError, match="private, loopback or link-local"):
+        load_image(f"http://{host}:{port}/poster.png", ImageInputConfig(allow_http=True))
+    assert _Handler.requests == []  # refused before connecting
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "fe80::1", "0.0.0.0"],
+)
+def test_private_loopback_and_link_local_addresses_are_not_public(address):
+    assert not is_public_address(address)
+    assert is_public_address("93.184.216.34") and is_public_address("2606:4700::1111")
+
+
+def test_a_host_off_the_allow_list_is_refused(http_base):
+    config = loopback(http_allowed_hosts=("images.example.com", ".cdn.example.org"))
+    with pytest.raises(ImageSourceUnsupportedError, match="http_allowed_hosts"):
+        load_image(f"{http_base}/poster.png", config)
+    assert host_allowed("a.cdn.example.org", config.http_allowed_hosts)
+    assert not host_allowed("evilcdn.example.org", config.http_allowed_hosts)
+
+
+def test_every_redirect_is_checked_again(http_base):
+    """An allowed host that redirects to a host off the list, or to a private address when
+    private addresses are not allowed, or to another scheme, is refused at the redirect."""
+    port = http_base.rsplit(":", 1)[1]
+    off_list = f"{http_base}/redirect?http://localhost:{port}/poster.png"
+    with pytest.raises(ImageSourceUnsupportedError, match="redirect was refused"):
+        load_image(off_list, loopback())
+    to_ftp = f"{http_base}/redirect?ftp://127.0.0.1:{port}/poster.png"
+    with pytest.raises(ImageSourceUnsupportedError, match="redirect was refused"):
+        load_image(to_ftp, loopback())
+    with pytest.raises(ImageInputError):  # urllib itself never follows a file: redirect
+        load_image(f"{http_base}/redirect?file:///etc/hostname", loopback())
+    _Handler.requests.clear()
+    allowed = f"{http_base}/redirect?{http_base}/poster.png"
+    assert load_image(allowed, loopback()).size == (20, 10)
+    assert _Handler.requests == [f"/redirect?{http_base}/poster.png", "/poster.png"]
+
+
+def test_proxy_environment_variables_are_ignored_unless_configured(http_base, monkeypatch):
+    """With HTTP_PROXY pointing at a "proxy" (the same test server), the request still goes
+    straight to the image's host unless http_use_proxy_env is set."""
+    _Handler.requests.clear()
+    monkeypatch.setenv("HTTP_PROXY", http_base)
+    monkeypatch.setenv("http_proxy", http_base)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    load_image(f"{http_base}/poster.png", loopback())
+    assert _Handler.requests == ["/poster.png"]  # direct: a path, not a proxied absolute URL
+    _Handler.requests.clear()
+    load_image(f"{http_base}/poster.png", loopback(http_use_proxy_env=True))
+    assert _Handler.requests == [f"{http_base}/poster.png"]  # through the "proxy"

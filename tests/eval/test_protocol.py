@@ -116,3 +116,32 @@ def test_the_void_analysis_reports_void_items_and_every_policy(seed_results):
     assert void["policy_cold_auc"]["flag"] == pytest.approx(
         seed_results[0]["methods"]["idproxy"]["cold_auc"]
     )
+
+
+def test_the_protocol_runs_through_a_plugin_ranker_without_its_oracles(
+    tiny_dataset, tiny_split, planted_features, tmp_path
+):
+    """``ranker.adapter`` set: each seed's ranker comes from the factory (trained into the
+    checkpoint by the first seed, loaded by the next), every method is scored through it, and
+    the oracles (which retrain the reference ranker) are skipped."""
+    import torch
+
+    from idproxy_stream.config import with_updates
+    from idproxy_stream.ranker.training import load_ranker
+
+    ranker = with_updates(
+        FAST.ranker,
+        adapter="idproxy_stream.ranker.reference_plugin:reference_ranker",
+        adapter_settings={"epochs": 4, "batch_size": 128, "learning_rate": 1e-2},
+        checkpoint=tmp_path / "ranker",
+    )
+    config = with_updates(FAST, ranker=ranker)
+    data = ColdStartData.prepare(tiny_dataset, tiny_split, planted_features)
+    methods = ("mean_id", "idproxy")
+    result = run_seed(data, config, 0, methods=methods, oracles=("oracle_a",))
+    assert set(result["methods"]) == set(methods)  # no oracle row
+    assert result["methods"]["idproxy"]["cold_auc"] > result["methods"]["mean_id"]["cold_auc"]
+    # the checkpoint the first seed trained is the ranker of the next seed
+    trained = load_ranker(tmp_path / "ranker")
+    next_seed, _ = data.ranker(config.ranker, 1)
+    assert torch.equal(next_seed.id_embedding_table(), trained.id_embedding_table())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
 from idproxy_stream.config import IndexConfig
+from idproxy_stream.errors import IdProxyError
 from idproxy_stream.events import ProxyRecord
 from idproxy_stream.index import (
     IdIndex,
@@ -188,3 +190,34 @@ def test_k_larger_than_the_mature_space_is_refused() -> None:
 def test_an_unknown_policy_is_refused(checker) -> None:
     with pytest.raises(ValueError, match="unknown void policy 'drop'"):
         NeighbourChecker(checker.index, checker.id_space, 0.5, 10, "drop")
+
+
+@pytest.mark.parametrize(
+    ("threshold", "message"),
+    [("NaN", "non-finite"), ('"0.5"', "finite number"), ("7.5", r"\[0, 2\]"), ("-1", r"\[0, 2\]")],
+)
+def test_a_nan_or_out_of_range_threshold_is_refused_naming_the_file(
+    clustered, checker, tmp_path, threshold, message
+) -> None:
+    """A NaN threshold would turn the void check off (every comparison with it is false)."""
+    checker.save(tmp_path)
+    path = tmp_path / "index.json"
+    raw = json.loads(path.read_text())
+    text = json.dumps({**raw, "void": {**raw["void"], "threshold": "PLACEHOLDER"}})
+    path.write_text(text.replace('"PLACEHOLDER"', threshold))
+    with pytest.raises(IdProxyError, match=message) as caught:
+        NeighbourChecker.load(tmp_path, clustered.id_space, IndexConfig(k=10))
+    assert str(path) in str(caught.value)
+
+
+def test_an_index_file_changed_after_saving_is_refused_by_its_digest(
+    clustered, checker, tmp_path
+) -> None:
+    checker.save(tmp_path)
+    members = tmp_path / "index_members.safetensors"
+    members.write_bytes(members.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(IdProxyError, match=r"index_members\.safetensors does not match the SHA"):
+        NeighbourChecker.load(tmp_path, clustered.id_space, IndexConfig(k=10))
+    (tmp_path / "index.json").write_text("{truncated")
+    with pytest.raises(IdProxyError, match=r"index\.json cannot be read as JSON"):
+        NeighbourChecker.load(tmp_path, clustered.id_space, IndexConfig(k=10))

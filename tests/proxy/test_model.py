@@ -91,3 +91,47 @@ def test_missing_or_foreign_artefacts_are_reported(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ProxyModelError, match="format"):
         read_proxy_manifest(tmp_path)
+
+
+# ------------------------------------------------------ artefacts verified on load (issue 12)
+
+
+def test_weights_with_flipped_values_are_refused_by_the_recorded_digest(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    directory = save_proxy_model(trained_looking_model(), manifest(), tmp_path / "m")
+    weights = directory / "proxy_model.safetensors"
+    state = load_file(str(weights))
+    save_file({name: -tensor for name, tensor in state.items()}, str(weights))  # same shapes
+    with pytest.raises(ProxyModelError, match=r"proxy_model\.safetensors does not match the SHA"):
+        load_proxy_model(directory)
+
+
+def test_truncated_weights_are_refused_naming_the_file(tmp_path):
+    directory = save_proxy_model(trained_looking_model(), manifest(), tmp_path / "m")
+    weights = directory / "proxy_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ProxyModelError, match=str(weights)):
+        load_proxy_model(directory)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda raw: "{not json", "cannot be read as JSON"),
+        (lambda raw: json.dumps({k: v for k, v in raw.items() if k != "spec"}), "lacks the key"),
+        (lambda raw: json.dumps({**raw, "spec": {**raw["spec"], "dropout": "NaN"}}), "dropout"),
+        (lambda raw: json.dumps(raw).replace('"dropout": 0.1', '"dropout": NaN'), "non-finite"),
+        (lambda raw: json.dumps({**raw, "version": "v2\n"}), "is not allowed"),
+        (lambda raw: json.dumps({**raw, "spec": {**raw["spec"], "id_dim": -4}}), "id_dim"),
+        (lambda raw: json.dumps({k: v for k, v in raw.items() if k != "files"}), "digests"),
+    ],
+)
+def test_a_damaged_manifest_is_one_error_naming_the_file(tmp_path, damage, message):
+    directory = save_proxy_model(trained_looking_model(), manifest(), tmp_path / "m")
+    path = directory / "manifest.json"
+    path.write_text(damage(json.loads(path.read_text())))
+    with pytest.raises(ProxyModelError, match=message) as caught:
+        load_proxy_model(directory)
+    assert str(path) in str(caught.value) or "digests" in message
+    assert "\n" not in str(caught.value)

@@ -47,3 +47,27 @@ def test_unsafe_version_names_are_refused(tmp_path, name):
 def test_loading_from_an_empty_registry_says_to_train_first(tmp_path):
     with pytest.raises(ProxyModelError, match="idproxy train"):
         load_version(tmp_path)
+
+
+def test_a_version_name_with_a_newline_is_refused(tmp_path):
+    with pytest.raises(ProxyModelError, match="is not allowed"):
+        publish_version(trained_looking_model(), manifest("v2\n"), tmp_path)
+
+
+def test_a_manifest_whose_version_differs_from_its_directory_is_refused(tmp_path):
+    publish_version(trained_looking_model(), manifest("v1"), tmp_path)
+    (tmp_path / "versions" / "v1").rename(tmp_path / "versions" / "v9")
+    set_latest(tmp_path, "v9")
+    with pytest.raises(ProxyModelError, match=r"says version 'v1'.*directory of version 'v9'"):
+        load_version(tmp_path)
+
+
+def test_a_version_directory_linked_out_of_the_registry_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    publish_version(trained_looking_model(), manifest("v1"), outside)
+    registry = tmp_path / "registry"
+    (registry / "versions").mkdir(parents=True)
+    (registry / "versions" / "v1").symlink_to(outside / "versions" / "v1")
+    set_latest(registry, "v1")
+    with pytest.raises(ProxyModelError, match="link out of the registry"):
+        load_version(registry)

@@ -98,3 +98,44 @@ def test_credentials_come_from_the_env_vars_the_config_names(
         assert 1 in store.get([1])
     with pytest.raises(StoreUnavailableError, match="password_env"):
         RedisStore.from_config(config, environ={"RU": name, "RP": "wrong"})
+
+
+def _created(record, seconds_ago: float):
+    """``record`` of an item created ``seconds_ago`` (its event time), computed just now."""
+    import dataclasses
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    return dataclasses.replace(
+        record, source_event_ts=now - timedelta(seconds=seconds_ago), computed_at=now
+    )
+
+
+def test_store_ttl_expires_a_proxy_one_cold_start_window_after_its_item_appeared(
+    redis_client, redis_prefix
+) -> None:
+    store = RedisStore(redis_client, key_prefix=redis_prefix)
+    store.expire_after_created(1_000)
+    young, old = _created(make_record(1), 100), _created(make_record(2), 5_000)
+    assert store.upsert([young, old]) == 1  # the old item's window has passed: not written
+    assert 850 <= redis_client.ttl(f"{redis_prefix}{{1}}:v:m1") <= 900
+    assert 850 <= redis_client.ttl(f"{redis_prefix}{{1}}:versions") <= 900
+    assert set(store.get([1, 2])) == {1}
+
+    # with the per-write ttl as well, the earlier of the two expiries wins
+    both = RedisStore(redis_client, key_prefix=redis_prefix, ttl_s=60)
+    both.expire_after_created(1_000)
+    assert both.upsert([_created(make_record(3), 100)]) == 1
+    assert 0 < redis_client.ttl(f"{redis_prefix}{{3}}:v:m1") <= 60
+
+
+def test_store_ttl_reaches_the_redis_store_through_the_config(redis_url, redis_prefix) -> None:
+    from idproxy_stream.config import StoreConfig
+    from idproxy_stream.store.base import build_store
+
+    config = StoreConfig(
+        online="redis", ttl_s=1_000, redis=RedisStoreConfig(url=redis_url, key_prefix=redis_prefix)
+    )
+    with build_store(config) as store:
+        assert store.expire_after_created_s == 1_000
+        assert store.upsert([_created(make_record(5), 5_000)]) == 0

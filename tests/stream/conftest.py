@@ -9,6 +9,7 @@ the sqlite store. Waiting is always on a condition with a deadline, never a fixe
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -98,6 +99,11 @@ def stream_config(tmp_path, broker, bundle) -> Callable[..., AppConfig]:
                     "allowed_roots": [str(tmp_path / "images")],
                     "max_pixels": MAX_PIXELS,
                     "http_timeout_s": 2.0,
+                    # HTTP is off by default and loopback refused (SSRF); the fault tests'
+                    # unreachable-URI record (http://127.0.0.1:9/...) needs both allowed.
+                    "allow_http": True,
+                    "http_allowed_hosts": ["127.0.0.1"],
+                    "http_allow_private_addresses": True,
                 },
             },
             reader={"maturity_threshold": bundle.mature_threshold},
@@ -256,7 +262,10 @@ def assert_exactly_once_effect(
     for position, (reason, payload) in expected_dead.items():
         letter = found[position]
         assert letter.reason == reason, f"record at {position}: {letter.message}"
-        assert letter.original_value == payload
+        # The letter holds the record's first bytes (all of a small one) and the whole digest.
+        assert letter.original_value == payload[: config.kafka.dead_letter_value_bytes]
+        assert letter.value_bytes == len(payload)
+        assert letter.value_sha256 == hashlib.sha256(payload).hexdigest()
         assert letter.topic == config.kafka.topic
 
 

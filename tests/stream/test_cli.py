@@ -245,3 +245,39 @@ def test_json_logs_of_the_stream_driver_parse_line_by_line(tmp_path, stream_conf
     assert "started" in messages and "SIGTERM" in messages
     assert {record["pid"] for record in records} - {child.pid}, "no actor's line reached stderr"
     assert "stopped:" in stdout
+
+
+def test_a_truncated_serving_model_fails_start_up_naming_the_file(
+    tmp_path, stream_config, bundle
+) -> None:
+    """Issue 12 item 5: the start-up check read only the manifest, so every worker died in its
+    constructor and every event was dead-lettered while the job looked healthy."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(bundle.model_dir, model_dir)
+    weights = model_dir / "registry" / "versions" / "v1" / "proxy_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    path = config_file(tmp_path / "c.yaml", stream_config(), stream={"model_dir": str(model_dir)})
+    started = time.monotonic()
+    line = one_error_line(runner.invoke(app, ["stream", "--config", path]))
+    assert time.monotonic() - started < 30
+    assert line.startswith(f"error: {weights} does not match the SHA-256 recorded in ")
+
+
+def test_a_damaged_manifest_or_nan_threshold_fails_start_up_in_one_line(
+    tmp_path, stream_config, bundle
+) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(bundle.model_dir, model_dir)
+    manifest = model_dir / "registry" / "versions" / "v1" / "manifest.json"
+    original = manifest.read_text()
+    manifest.write_text(original[: len(original) // 2])
+    path = config_file(tmp_path / "c.yaml", stream_config(), stream={"model_dir": str(model_dir)})
+    line = one_error_line(runner.invoke(app, ["stream", "--config", path]))
+    assert line.startswith(f"error: {manifest} cannot be read as JSON")
+    manifest.write_text(original)
+    index_json = model_dir / "index" / "index.json"
+    raw = json.loads(index_json.read_text())
+    text = json.dumps({**raw, "void": {**raw["void"], "threshold": "PLACEHOLDER"}})
+    index_json.write_text(text.replace('"PLACEHOLDER"', "NaN"))
+    line = one_error_line(runner.invoke(app, ["stream", "--config", path]))
+    assert line.startswith(f"error: {index_json} cannot be read as JSON")

@@ -23,7 +23,7 @@ from idproxy_stream.stream.dispatch import (
 )
 from idproxy_stream.stream.messages import WorkItem
 from idproxy_stream.stream.offsets import Ticket
-from tests.stream.fakes import FakeRuntime, FakeSink, FakeSlot, FakeWorker
+from tests.stream.fakes import FAILURES, FakeMethod, FakeRuntime, FakeSink, FakeSlot, FakeWorker
 
 
 class Clock:
@@ -44,6 +44,7 @@ def dispatcher(
     worker_scripts=([],),
     sink_scripts=([],),
     max_attempts=3,
+    max_worker_deaths=10,
     is_current=lambda ticket: True,
     queue_depth=2,
     workers=1,
@@ -60,7 +61,7 @@ def dispatcher(
             worker_slots,
             sink,
             queue_depth,
-            RetryPolicy(max_attempts, backoff),
+            RetryPolicy(max_attempts, backoff, max_worker_deaths),
             is_current,
             runtime,
             clock,
@@ -84,12 +85,13 @@ def run(dispatch: ActorDispatcher, clock: Clock, max_rounds: int = 50) -> list:
 
 
 def test_a_batch_whose_worker_keeps_raising_is_given_up_after_max_attempts() -> None:
+    # One event: a batch of several is bisected first (see the bisection tests below).
     dispatch, clock = dispatcher(worker_scripts=[["raise"] * 10], max_attempts=3)
-    dispatch.submit(batch(1, 2))
+    dispatch.submit(batch(1))
     [result] = run(dispatch, clock)
     assert isinstance(result, GaveUp) and result.batch.attempts == 3
-    assert "worker raised" in result.why
-    assert dispatch.workers[0].handle.calls == [[1, 2]] * 3
+    assert "worker raised" in result.why and result.reason == "processing_failed"
+    assert dispatch.workers[0].handle.calls == [[1]] * 3
     assert dispatch.resends == 2
 
 
@@ -174,3 +176,61 @@ def test_backoff_doubles_from_the_base_and_stays_within_the_cap(failures: int) -
     delay = backoff.delay(failures, random.Random(failures))
     ceiling = 0.0 if failures == 0 else min(10.0, 0.5 * 2 ** (failures - 1))
     assert ceiling * 0.5 <= delay <= ceiling
+
+
+class PoisonWorker:
+    """A worker whose ``encode`` fails (raises, or dies) for any batch holding ``poison``."""
+
+    def __init__(self, runtime: FakeRuntime, poison: set[int], behaviour: str) -> None:
+        self.runtime, self.poison, self.behaviour = runtime, poison, behaviour
+        self.calls: list[list[int]] = []
+        self.encode = FakeMethod(self._encode)
+
+    def _encode(self, items):
+        self.calls.append([item.offset for item in items])
+        if self.poison & {item.offset for item in items}:
+            return self.runtime.ref(error=FAILURES[self.behaviour](self.behaviour))
+        return self.runtime.ref(value=list(items))
+
+
+def poison_dispatcher(poison: set[int], behaviour: str, **policy):
+    dispatch, clock = dispatcher(**policy)
+    runtime = dispatch.runtime
+    shared = PoisonWorker(runtime, poison, behaviour)
+    dispatch.workers[0].make = lambda script: shared
+    dispatch.workers[0].handle = shared
+    return dispatch, clock, shared
+
+
+@pytest.mark.parametrize("behaviour", ["raise", "die"])
+def test_a_failing_batch_is_bisected_so_only_the_poisonous_event_is_given_up(behaviour) -> None:
+    dispatch, clock, worker = poison_dispatcher({5}, behaviour, max_attempts=2)
+    dispatch.submit(batch(*range(8)))
+    results = run(dispatch, clock, max_rounds=200)
+    written = sorted(i.offset for r in results if isinstance(r, Written) for i in r.batch.items)
+    given_up = [r for r in results if isinstance(r, GaveUp)]
+    assert written == [0, 1, 2, 3, 4, 6, 7]
+    assert [[i.offset for i in r.batch.items] for r in given_up] == [[5]]
+    expected = "processing_failed" if behaviour == "raise" else "worker_died"
+    assert given_up[0].reason == expected
+    assert dispatch.bisections == 3  # 8 -> 4 -> 2 -> 1
+    assert max(len(call) for call in worker.calls if 5 not in call) <= 4
+
+
+def test_worker_deaths_do_not_count_as_attempts_and_have_their_own_larger_limit() -> None:
+    dispatch, clock, worker = poison_dispatcher({9}, "die", max_attempts=2, max_worker_deaths=5)
+    dispatch.submit(batch(9))
+    [result] = run(dispatch, clock, max_rounds=100)
+    assert isinstance(result, GaveUp) and result.reason == "worker_died"
+    assert (result.batch.attempts, result.batch.deaths) == (0, 5)
+    assert worker.calls == [[9]] * 5  # five deaths, not max_attempts=2
+
+
+def test_three_worker_deaths_in_a_row_dead_letter_nothing() -> None:
+    """Issue 12 item 4: one worker killed three times in a row with a batch of 64 in flight."""
+    dispatch, clock = dispatcher(worker_scripts=[["die"], ["die"], ["die"], []], max_attempts=3)
+    dispatch.submit(batch(*range(64)))
+    results = run(dispatch, clock, max_rounds=100)
+    assert not [r for r in results if isinstance(r, GaveUp)]
+    written = sorted(i.offset for r in results if isinstance(r, Written) for i in r.batch.items)
+    assert written == list(range(64))

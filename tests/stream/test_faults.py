@@ -10,6 +10,7 @@ dead-letter topic with its reason and original bytes.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,12 +20,18 @@ from pathlib import Path
 import ray
 import yaml
 
+from idproxy_stream.config import with_updates
+from idproxy_stream.stream.publish import publish_events
 from idproxy_stream.stream.topics import committed_offsets
 from tests.stream.conftest import (
     Mix,
     assert_exactly_once_effect,
     bad_records,
+    dead_letters,
+    event,
+    offsets_committed_to_end,
     publish,
+    stored_item_ids,
     stored_rows,
     wait_until,
 )
@@ -153,3 +160,129 @@ def test_fault_rebalance_while_busy(stream_config, start_job, bundle, tmp_path) 
     assert_exactly_once_effect(config, joined(first, second), reports)
     wait_until(lambda: job_a.refresh().assigned == (0, 1, 2, 3), 60, "a to own every partition")
     assert job_a.refresh().rebalances >= 3  # joined, b joined, b left
+
+
+# Records that each stopped every partition (issue 12, items 1 and 2), with their reasons.
+POISON = [
+    (b'{"item_id":5,"created_at":"0001-01-01T00:00:00+01:00"}', "created_at_out_of_range"),
+    (b'{"item_id":' + b"9" * 5_000 + b',"created_at":1}', "wrong_shape"),
+    (b"[" * 100_000 + b"]" * 100_000, "not_json"),
+    (b'{"item_id":6,"created_at":"9999-12-31T23:59:59Z"}', "created_at_out_of_range"),
+    (b'{"item_id":7,"created_at":"2100-01-01T00:00:00Z"}', "created_at_out_of_range"),
+    (b'{"item_id":8,"title":"' + b"x" * 2_000_000 + b'","created_at":1}', "event_too_large"),
+]
+
+
+def test_fault_poisoned_records_are_dead_lettered_once_and_every_valid_event_stored(
+    stream_config, start_job, tmp_path
+) -> None:
+    """The source survives every record above: valid events around them are all stored, each
+    bad one has one bounded dead letter, and every partition commits to its end."""
+    config = stream_config(stream={"max_batch_size": 8})
+    job = start_job(config, "poison")
+    mix = Mix()
+    mix.add_valid(range(6_000_000, 6_000_030))
+    for value, reason in POISON:
+        mix.add(value, reason)
+        mix.add_valid([6_000_100 + len(mix.payloads)])
+    mix.add_valid(range(6_000_030, 6_000_060))
+    # The 2 MB record needs a producer that may send it; the job's limit stays at 200 kB.
+    publisher = with_updates(config.kafka, max_event_bytes=5_000_000)
+    reports = [publish_events(publisher, mix.payloads, one_record_per_batch=True)]
+    assert_exactly_once_effect(config, mix, reports)
+    stats = job.refresh()
+    assert stats.restarts["source"] == 0, "a record killed the source actor"
+    assert stats.dead_letters_total == len(POISON) and stats.dead_letters_given_up == 0
+    letters = [letter for letter in dead_letters(config) if letter.reason == "event_too_large"]
+    assert [len(letter.to_json_bytes()) < 8_000 for letter in letters] == [True]
+    assert letters[0].value_truncated and letters[0].value_bytes == len(POISON[-1][0])
+
+
+def current_worker(job):
+    return job.handles()[0]["workers"][0]
+
+
+def test_fault_bad_image_and_three_worker_deaths_in_a_row_lose_no_valid_event(
+    stream_config, start_job, tmp_path
+) -> None:
+    """Issue 12 items 3 and 4. A NUL byte in an image URI is that item's dead letter only
+    (``image_invalid``), never its batch's; and one worker killed three times in a row, each
+    time with batches in flight, dead-letters nothing (deaths are not attempts: a batch that
+    keeps meeting them is bisected, and an event alone has ``max_worker_deaths``)."""
+    config = stream_config(stream={"num_workers": 1, "max_batch_size": 16, "max_attempts": 3})
+    job = start_job(config, "deaths")
+    mix = Mix()
+    mix.add_valid(range(7_000_000, 7_000_100))
+    for item_id in (7_000_500, 7_000_501):
+        nul = event(item_id, image_uri="file:///x.png%00.jpg").to_json_bytes()
+        mix.add(nul, "image_invalid", item_id)
+    mix.add_valid(range(7_000_100, 7_000_200))
+    reports = [publish(config, mix.payloads)]
+    wait_until(lambda: busy(job, min_rows=16, min_in_flight=40), 120, "the job to be busy")
+    for _ in range(3):
+        worker = current_worker(job)
+        ray.kill(worker)
+        wait_until(
+            lambda worker=worker: current_worker(job)._actor_id != worker._actor_id,
+            60,
+            "the dead worker to be replaced",
+        )
+    assert_exactly_once_effect(config, mix, reports)
+    stats = job.refresh()
+    assert stats.restarts["worker"] == 3 and stats.dead_letters == {"image_invalid": 2}
+
+
+def test_fault_a_dead_letter_the_broker_refuses_is_given_up_and_the_partition_commits(
+    stream_config, start_job, tmp_path
+) -> None:
+    """Issue 12 item 2: a dead letter over the producer's max_request_size was re-sent every
+    loop forever and its partition never committed. With a 1 MB prefix configured, the letter
+    of a 900 kB record is too large (MessageSizeTooLargeError): it is given up, logged and
+    counted, and every partition still commits to its end."""
+    config = stream_config(kafka={"dead_letter_value_bytes": 1_000_000})
+    job = start_job(config, "give-up")
+    mix = Mix()
+    mix.add_valid(range(8_000_000, 8_000_020))
+    huge = b'{"item_id":9,"title":"' + b"x" * 900_000 + b'","created_at":1}'
+    mix.add(huge, "event_too_large")
+    mix.add_valid(range(8_000_020, 8_000_040))
+    publisher = with_updates(config.kafka, max_event_bytes=5_000_000)
+    publish_events(publisher, mix.payloads, one_record_per_batch=True)
+    wait_until(lambda: offsets_committed_to_end(config), 120, "offsets committed to the end")
+    assert sorted(stored_item_ids(config)) == sorted(mix.valid_item_ids)
+    stats = job.refresh()
+    assert stats.dead_letters_given_up == 1 and stats.dead_letters_total == 0
+    assert dead_letters(config) == []
+
+
+def test_fault_a_damaged_version_published_while_running_is_refused_and_nothing_is_lost(
+    stream_config, start_job, bundle, tmp_path
+) -> None:
+    """Issue 12 item 5: a truncated ``proxy_model.safetensors`` published as LATEST while the job
+    runs is refused by the running worker and by its replacement after a kill (which serves
+    the version the driver checked at start); every event is stored by v1, none dead-lettered."""
+    from idproxy_stream.artifacts import BundleLayout
+    from idproxy_stream.proxy.registry import load_version, publish_version
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(bundle.model_dir, model_dir)
+    config = stream_config(
+        stream={"model_dir": str(model_dir), "num_workers": 1, "max_batch_size": 8}
+    )
+    job = start_job(config, "damaged")
+    first, second = Mix(), Mix()
+    first.add_valid(range(9_000_000, 9_000_060))
+    second.add_valid(range(9_000_100, 9_000_160))
+    reports = [publish(config, first.payloads)]
+    wait_until(lambda: job.refresh().proxies_total >= 8, 120, "rows from v1")
+    registry = BundleLayout(model_dir).registry
+    model, manifest = load_version(registry, "v1")
+    manifest.version = "v2"
+    weights = publish_version(model, manifest, registry) / "proxy_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1_000])  # damaged after publishing
+    worker = current_worker(job)
+    ray.kill(worker)
+    reports.append(publish(config, second.payloads))
+    assert_exactly_once_effect(config, joined(first, second), reports)
+    assert {row.model_version for row in stored_rows(config)} == {"v1"}
+    assert job.refresh().restarts["worker"] == 1

@@ -36,6 +36,22 @@ def test_uri_images_are_written_to_files_the_event_points_at(tmp_path: Path) -> 
     assert all(e.image_uri is None for e in catalogue_events(items, image_mode="none"))
 
 
+def test_a_catalogue_row_with_its_own_created_at_keeps_it(tmp_path: Path) -> None:
+    from idproxy_stream.config import DataConfig
+    from idproxy_stream.data.export import export_table_dataset
+    from idproxy_stream.data.loading import load_dataset
+
+    source = generate_synthetic(
+        SyntheticDataConfig(num_items=12, num_users=4, interactions_per_user=2)
+    )
+    export_table_dataset(source, tmp_path)
+    items = load_dataset(DataConfig(name="table", path=tmp_path)).items
+    events = list(catalogue_events(items, image_mode="none"))
+    assert [e.created_at for e in events] == items["created_at"].tolist()
+    without = list(catalogue_events(source.items, image_mode="none"))
+    assert without[0].created_at > items["created_at"].max()  # stamped when built
+
+
 def test_only_items_outside_the_id_space_are_new(bundle) -> None:
     from tests.stream.conftest import TINY_TRAINING
 

@@ -170,3 +170,27 @@ def test_a_stop_drains_in_flight_work_and_commits_it(start_lane) -> None:
     lane.thread.join(timeout=30)
     assert not lane.thread.is_alive() and lane.consumer.committed == {0: 3}
     assert lane.source.dispatcher.sink.stopped  # actors ended with the loop
+
+
+HOSTILE_RECORDS = {
+    "created_at_out_of_range": b'{"item_id":5,"created_at":"0001-01-01T00:00:00+01:00"}',
+    "wrong_shape": b'{"item_id":' + b"9" * 5_000 + b',"created_at":1}',
+    "not_json": b"[" * 100_000 + b"]" * 100_000,
+}
+
+
+def test_records_that_used_to_kill_the_source_are_dead_lettered_and_the_loop_goes_on(
+    start_lane,
+) -> None:
+    lane = start_lane()
+    offsets = {}
+    for position, (reason, value) in enumerate(HOSTILE_RECORDS.items()):
+        lane.publish(0, 100 + position)
+        offsets[lane.consumer.publish(0, value)] = reason
+    lane.publish(0, 200)
+    wait_until(lambda: lane.consumer.committed == {0: 7}, 30, "commits to the end")
+    assert sorted(lane.sink.written) == [100, 101, 102, 200]
+    letters = {d.offset: d for d in lane.dead_letters()}
+    assert {offset: d.reason for offset, d in letters.items()} == offsets
+    assert all(len(d.message) <= 300 for d in letters.values())
+    assert lane.thread.is_alive()

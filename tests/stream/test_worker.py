@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import logging
 import shutil
 
@@ -11,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from idproxy_stream.artifacts import BundleLayout
 from idproxy_stream.encoders.contract import ContentContract
@@ -158,3 +161,138 @@ def test_building_a_worker_leaves_logging_and_torch_threads_alone(stream_config)
     handlers, level, threads = list(root.handlers), root.level, torch.get_num_threads()
     ProxyWorker(WorkerSettings.of(stream_config()))
     assert (list(root.handlers), root.level, torch.get_num_threads()) == (handlers, level, threads)
+
+
+def test_a_nul_byte_image_uri_refuses_that_item_alone(make_worker) -> None:
+    """Issue 12 item 3: ``file:///x.png%00.jpg`` raised ValueError and failed the batch."""
+    worker = make_worker()
+    events = [event(810_000 + n) for n in range(6)]
+    events[2] = event(810_002, image_uri="file:///x.png%00.jpg")
+    events[4] = event(810_004, image_uri="file:///x.png\x00.jpg")
+    batch = worker.encode(work_items(events))
+    assert {r.item_id: r.reason for r in batch.rejected} == {
+        810_002: "image_invalid",
+        810_004: "image_invalid",
+    }
+    assert [row.item_id for row in batch.rows] == [810_000, 810_001, 810_003, 810_005]
+
+
+def test_an_encoder_failure_is_bisected_and_refuses_only_the_failing_item(
+    make_worker, monkeypatch
+) -> None:
+    worker = make_worker()
+    real_encode, calls = worker.encoder.encode, []
+
+    def encode(contents):
+        calls.append(len(contents))
+        if any("poison" in content.text for content in contents):
+            raise RuntimeError("the encoder cannot take this item")
+        return real_encode(contents)
+
+    monkeypatch.setattr(worker.encoder, "encode", encode)
+    events = [event(820_000 + n) for n in range(8)]
+    events[5] = event(820_005, title="poison")
+    batch = worker.encode(work_items(events))
+    assert [(r.item_id, r.reason) for r in batch.rejected] == [(820_005, "encode_failed")]
+    assert sorted(row.item_id for row in batch.rows) == [820_000 + n for n in range(8) if n != 5]
+    assert calls == [8, 4, 4, 2, 1, 1, 2]  # bisected, not eight single calls
+
+
+def test_any_exception_preparing_one_item_refuses_that_item_alone(make_worker, monkeypatch):
+    worker = make_worker()
+    real_content = worker._content
+
+    def content(item):
+        if item.event.item_id == 830_001:
+            raise KeyError("something unexpected")
+        return real_content(item)
+
+    monkeypatch.setattr(worker, "_content", content)
+    batch = worker.encode(work_items([event(830_000), event(830_001), event(830_002)]))
+    assert [(r.item_id, r.reason) for r in batch.rejected] == [(830_001, "encode_failed")]
+    assert [row.item_id for row in batch.rows] == [830_000, 830_002]
+
+
+@pytest.mark.parametrize("damage", ["truncate_weights", "break_manifest", "drop_key"])
+def test_a_damaged_version_published_while_running_is_refused_once_and_counted(
+    make_worker, isolated_model_dir, damage
+) -> None:
+    """Issue 12 item 5: SafetensorError / KeyError / JSONDecodeError from a new version used to
+    escape ``check_for_new_model`` and fail every batch."""
+    worker = make_worker()
+    publish_copy(isolated_model_dir, "v7")
+    directory = BundleLayout(isolated_model_dir).registry / "versions" / "v7"
+    weights, manifest = directory / "proxy_model.safetensors", directory / "manifest.json"
+    if damage == "truncate_weights":
+        weights.write_bytes(weights.read_bytes()[:64])
+    elif damage == "break_manifest":
+        manifest.write_text(manifest.read_text()[:40])
+    else:
+        raw = json.loads(manifest.read_text())
+        del raw["id_space_fingerprint"]
+        manifest.write_text(json.dumps(raw))
+    assert worker.refresh_model() == "v1" and worker.refused_versions == 1
+    assert worker.refresh_model() == "v1" and worker.refused_versions == 1  # refused once
+    batch = worker.encode(work_items([event(840_001), event(840_002)]))
+    assert batch.model_version == "v1" and [r.item_id for r in batch.rows] == [840_001, 840_002]
+
+
+hostile_uris = st.one_of(
+    st.text(max_size=30).map(lambda path: f"file:///{path}"),
+    st.text(max_size=30).map(lambda path: f"file://{path}"),
+    st.text(max_size=30).map(lambda path: f"http://{path}"),
+    st.text(max_size=30).map(lambda text: f"data:image/png;base64,{text}"),
+    st.text(max_size=30),
+    st.sampled_from(["file:///x.png%00.jpg", "file:///x.png\x00.jpg", "http://[::1", "s3://"]),
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(st.one_of(st.none(), hostile_uris), min_size=1, max_size=8))
+def test_hostile_image_uris_never_cost_a_valid_neighbour_its_row(make_worker_once, uris):
+    """A batch of valid events (None) interleaved with events carrying hostile image URIs:
+    every valid event gets a row, every hostile one a row or its own refusal, never a raise."""
+    worker = make_worker_once()
+    events = [
+        event(850_000 + n) if uri is None else event(850_000 + n, image_uri=uri)
+        for n, uri in enumerate(uris)
+    ]
+    batch = worker.encode(work_items(events))
+    rows = {row.item_id for row in batch.rows}
+    refused = {r.item_id for r in batch.rejected}
+    valid = {850_000 + n for n, uri in enumerate(uris) if uri is None}
+    assert valid <= rows and not rows & refused
+    assert rows | refused == {850_000 + n for n in range(len(uris))}
+
+
+@pytest.fixture
+def make_worker_once(make_worker):
+    """One worker for all of a hypothesis test's examples (building one loads MiniLM)."""
+    built: list[ProxyWorker] = []
+
+    def get() -> ProxyWorker:
+        if not built:
+            built.append(make_worker())
+        return built[0]
+
+    return get
+
+
+def test_a_worker_built_while_latest_is_damaged_serves_the_version_checked_at_start(
+    stream_config, isolated_model_dir
+) -> None:
+    """A replacement worker (after a death) must not fail in its constructor because a damaged
+    version was published meanwhile: it serves the version the driver loaded at start."""
+    publish_copy(isolated_model_dir, "v6")
+    weights = BundleLayout(isolated_model_dir).registry / "versions" / "v6"
+    (weights / "proxy_model.safetensors").write_bytes(b"\x00" * 16)
+    config = stream_config(stream={"model_dir": str(isolated_model_dir)})
+    with pytest.raises(ProxyModelError, match=r"proxy_model\.safetensors"):
+        ProxyWorker(WorkerSettings.of(config))
+    worker = ProxyWorker(WorkerSettings.of(config, fallback_version="v1"))
+    assert worker.model_version == "v1" and worker.refused_versions == 1
+    assert worker.encode(work_items([event(860_001)])).model_version == "v1"

@@ -1,0 +1,1 @@
+"""Operations that chain training, publishing and backfill (``retrain.py``: ``idproxy realign``)."""
