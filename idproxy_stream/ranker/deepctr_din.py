@@ -26,7 +26,6 @@ override. The logit is DIN's output before its sigmoid (the prediction layer is 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,17 +34,19 @@ import torch
 from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat
 from deepctr_torch.models import DIN
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from idproxy_stream.ranker.fitting import fit_adapter
 from idproxy_stream.ranker.inputs import FeatureVocab, RankerBatch
+from idproxy_stream.ranker.library_checkpoint import (
+    has_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from idproxy_stream.ranker.plugins import AdapterContext, RankerPluginError
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "din.safetensors"
-MANIFEST_FILE = "din.json"
 FORMAT = "idproxy-deepctr-din/1"
 
 
@@ -204,37 +205,22 @@ def build_din(vocab: FeatureVocab, settings: DeepCtrDinSettings, seed: int) -> D
 
 def save_din(adapter: DeepCtrDinAdapter, directory: Path) -> None:
     """``din.safetensors`` + ``din.json`` (settings and vocabulary); nothing pickled."""
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in adapter.model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE))
-    manifest = {
-        "format": FORMAT,
-        "settings": adapter.settings.model_dump(mode="json"),
-        "vocab": adapter.vocab.to_dict(),
-    }
-    (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+    save_checkpoint(adapter.model, adapter.settings, adapter.vocab, directory, FORMAT)
 
 
 def load_din(directory: Path, vocab: FeatureVocab) -> DeepCtrDinAdapter:
     """The adapter saved by :func:`save_din`; refused when trained on another vocabulary."""
-    manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    if manifest.get("format") != FORMAT:
-        raise RankerPluginError(f"ranker.checkpoint = {directory}: not a {FORMAT} checkpoint")
-    if FeatureVocab.from_dict(manifest["vocab"]) != vocab:
-        raise RankerPluginError(
-            f"ranker.checkpoint = {directory} was trained on another catalogue (its item "
-            "vocabulary differs): point it at an empty folder to train a new DIN"
-        )
-    settings = DeepCtrDinSettings.model_validate(manifest["settings"])
+    saved, state = read_checkpoint(directory, vocab, FORMAT)
+    settings = DeepCtrDinSettings.model_validate(saved)
     model = build_din(vocab, settings, seed=0)
-    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    model.load_state_dict(state)
     return DeepCtrDinAdapter(model, vocab, settings).eval()
 
 
 def deepctr_din(context: AdapterContext) -> DeepCtrDinAdapter:
     """The factory: load ``context.checkpoint`` or train a DIN (and save it there)."""
     checkpoint = context.checkpoint
-    if checkpoint is not None and (checkpoint / MANIFEST_FILE).is_file():
+    if has_checkpoint(checkpoint):
         return load_din(checkpoint, context.vocab)
     try:
         settings = DeepCtrDinSettings.model_validate(dict(context.settings))
