@@ -19,6 +19,8 @@ from types import TracebackType
 
 import redis
 
+from idproxy_stream.child_process import stop_child
+
 
 class RedisServerError(RuntimeError):
     """No Redis binary, or the server did not start; the message says what to install."""
@@ -107,13 +109,7 @@ class RedisServer:
         if self.process is None:
             return
         process, self.process = self.process, None
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_child(process)
 
     def __enter__(self) -> RedisServer:
         return self.start()

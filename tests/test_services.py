@@ -2,7 +2,7 @@
 
 These prove that ``make test`` passes on a machine with no Redis server running: the session
 starts its own server, and every Python process the tests start (pytest, subprocesses, Ray
-workers — see ``tests/stream/test_services.py``) refuses connections to 127.0.0.1:6379.
+workers — see ``tests/stream/test_services.py``) refuses connections to the default Redis port.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def test_this_process_cannot_connect_to_the_default_redis_port() -> None:
     client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
     with pytest.raises(redis.ConnectionError, match="test guard"):
         client.ping()
-    # the store's own default URL (redis://127.0.0.1:6379/0) is refused the same way
+    # the store's own default URL (the default port on loopback) is refused the same way
     with pytest.raises(Exception, match="test guard"):
         RedisStore.from_config(RedisStoreConfig(socket_timeout_s=1.0))
 

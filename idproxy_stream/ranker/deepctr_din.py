@@ -26,9 +26,7 @@ override. The logit is DIN's output before its sigmoid (the prediction layer is 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat
@@ -36,16 +34,9 @@ from deepctr_torch.models import DIN
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from idproxy_stream.ranker.fitting import fit_adapter
 from idproxy_stream.ranker.inputs import FeatureVocab, RankerBatch
-from idproxy_stream.ranker.library_checkpoint import (
-    has_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
+from idproxy_stream.ranker.library_checkpoint import LibraryDin, OverrideLookup
 from idproxy_stream.ranker.plugins import AdapterContext, RankerPluginError
-
-logger = logging.getLogger(__name__)
 
 FORMAT = "idproxy-deepctr-din/1"
 
@@ -64,17 +55,6 @@ class DeepCtrDinSettings(BaseModel):
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     patience: int = Field(2, ge=1, description="early stopping on warm-valid AUC")
-
-
-class _OverrideLookup(nn.Module):
-    """Stands in for DIN's item embedding: positions (...) -> rows of ``table`` (..., D)."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.table = table
-
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.table[positions]
 
 
 def feature_columns(vocab: FeatureVocab, settings: DeepCtrDinSettings) -> list:
@@ -184,7 +164,7 @@ class DeepCtrDinAdapter(nn.Module):
         candidate_positions = torch.arange(size)
         history_positions = size + torch.arange(size * length).reshape(size, length)
         x = self._inputs(batch, candidate_positions, history_positions)
-        with self._logits_and_lookup(_OverrideLookup(table)):
+        with self._logits_and_lookup(OverrideLookup(table)):
             return self.model(x).squeeze(-1)
 
 
@@ -203,51 +183,27 @@ def build_din(vocab: FeatureVocab, settings: DeepCtrDinSettings, seed: int) -> D
     )
 
 
-def save_din(adapter: DeepCtrDinAdapter, directory: Path) -> None:
-    """``din.safetensors`` + ``din.json`` (settings and vocabulary); nothing pickled."""
-    save_checkpoint(adapter.model, adapter.settings, adapter.vocab, directory, FORMAT)
-
-
-def load_din(directory: Path, vocab: FeatureVocab) -> DeepCtrDinAdapter:
-    """The adapter saved by :func:`save_din`; refused when trained on another vocabulary."""
-    saved, state = read_checkpoint(directory, vocab, FORMAT)
-    settings = DeepCtrDinSettings.model_validate(saved)
-    model = build_din(vocab, settings, seed=0)
-    model.load_state_dict(state)
-    return DeepCtrDinAdapter(model, vocab, settings).eval()
-
-
-def deepctr_din(context: AdapterContext) -> DeepCtrDinAdapter:
-    """The factory: load ``context.checkpoint`` or train a DIN (and save it there)."""
-    checkpoint = context.checkpoint
-    if has_checkpoint(checkpoint):
-        return load_din(checkpoint, context.vocab)
-    try:
-        settings = DeepCtrDinSettings.model_validate(dict(context.settings))
-    except ValueError as error:
-        first = str(error).splitlines()
-        detail = first[1] + ": " + first[2].strip() if len(first) > 2 else str(error)
-        raise RankerPluginError(f"ranker.adapter_settings: {detail}") from None
+def _check_history_length(settings: DeepCtrDinSettings, context: AdapterContext) -> None:
     history_length = context.train.history.shape[1]
     if settings.history_length != history_length:
         raise RankerPluginError(
             f"ranker.adapter_settings.history_length = {settings.history_length}, but the "
             f"batches hold {history_length} history items: set it to split.history_length"
         )
-    adapter = DeepCtrDinAdapter(
-        build_din(context.vocab, settings, context.seed), context.vocab, settings
-    )
-    auc = fit_adapter(
-        adapter,
-        context.train,
-        context.valid,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        patience=settings.patience,
-        seed=context.seed,
-    )
-    logger.info("DeepCTR DIN trained: best warm-valid AUC %.4f", auc)
-    if checkpoint is not None:
-        save_din(adapter, checkpoint)
-    return adapter
+
+
+LIBRARY_DIN = LibraryDin(
+    name="DeepCTR DIN",
+    fmt=FORMAT,
+    settings_model=DeepCtrDinSettings,
+    build=build_din,
+    adapter=lambda model, vocab, settings: DeepCtrDinAdapter(model, vocab, settings),
+    check=_check_history_length,
+)
+save_din = LIBRARY_DIN.save
+load_din = LIBRARY_DIN.load
+
+
+def deepctr_din(context: AdapterContext) -> DeepCtrDinAdapter:
+    """The factory: load ``context.checkpoint`` or train a DIN (and save it there)."""
+    return LIBRARY_DIN.load_or_train(context)

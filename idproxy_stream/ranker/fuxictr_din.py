@@ -22,11 +22,9 @@ target and the sequence both read the overrides. Logits: the DIN is built for re
 from __future__ import annotations
 
 import contextlib
-import logging
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from fuxictr.features import FeatureMap
@@ -34,16 +32,9 @@ from model_zoo.LongCTR.DIN.DIN import DIN
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from idproxy_stream.ranker.fitting import fit_adapter
 from idproxy_stream.ranker.inputs import FeatureVocab, RankerBatch
-from idproxy_stream.ranker.library_checkpoint import (
-    has_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
-from idproxy_stream.ranker.plugins import AdapterContext, RankerPluginError
-
-logger = logging.getLogger(__name__)
+from idproxy_stream.ranker.library_checkpoint import LibraryDin, OverrideLookup
+from idproxy_stream.ranker.plugins import AdapterContext
 
 FORMAT = "idproxy-fuxictr-din/1"
 
@@ -62,17 +53,6 @@ class FuxiCtrDinSettings(BaseModel):
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     patience: int = Field(2, ge=1, description="early stopping on warm-valid AUC")
-
-
-class _OverrideLookup(nn.Module):
-    """Stands in for the item embedding layer: positions (...) -> rows of ``table`` (..., D)."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.table = table
-
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.table[positions]
 
 
 def feature_map(vocab: FeatureVocab, embedding_dim: int) -> FeatureMap:
@@ -189,50 +169,24 @@ class FuxiCtrDinAdapter(nn.Module):
             table = torch.cat([history, candidate.unsqueeze(1)], dim=1).reshape(
                 size * (length + 1), -1
             )
-            lookup = _OverrideLookup(table)
+            lookup = OverrideLookup(table)
             items = torch.arange(size * (length + 1))
         with self._logits_and_lookup(lookup):
             output = self.model((users, {"item_id": items}, mask))["y_pred"]
         return output.squeeze(-1)
 
 
-def save_din(adapter: FuxiCtrDinAdapter, directory: Path) -> None:
-    """``din.safetensors`` + ``din.json`` (settings and vocabulary); nothing pickled."""
-    save_checkpoint(adapter.model, adapter.settings, adapter.vocab, directory, FORMAT)
-
-
-def load_din(directory: Path, vocab: FeatureVocab) -> FuxiCtrDinAdapter:
-    """The adapter saved by :func:`save_din`; refused when trained on another vocabulary."""
-    saved, state = read_checkpoint(directory, vocab, FORMAT)
-    settings = FuxiCtrDinSettings.model_validate(saved)
-    model = build_din(vocab, settings, seed=0)
-    model.load_state_dict(state)
-    return FuxiCtrDinAdapter(model, vocab, settings).eval()
+LIBRARY_DIN = LibraryDin(
+    name="FuxiCTR DIN",
+    fmt=FORMAT,
+    settings_model=FuxiCtrDinSettings,
+    build=build_din,
+    adapter=lambda model, vocab, settings: FuxiCtrDinAdapter(model, vocab, settings),
+)
+save_din = LIBRARY_DIN.save
+load_din = LIBRARY_DIN.load
 
 
 def fuxictr_din(context: AdapterContext) -> FuxiCtrDinAdapter:
     """The factory: load ``context.checkpoint`` or train a DIN (and save it there)."""
-    checkpoint = context.checkpoint
-    if has_checkpoint(checkpoint):
-        return load_din(checkpoint, context.vocab)
-    try:
-        settings = FuxiCtrDinSettings.model_validate(dict(context.settings))
-    except ValueError as error:
-        raise RankerPluginError(f"ranker.adapter_settings: {error}".splitlines()[0]) from None
-    adapter = FuxiCtrDinAdapter(
-        build_din(context.vocab, settings, context.seed), context.vocab, settings
-    )
-    auc = fit_adapter(
-        adapter,
-        context.train,
-        context.valid,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        patience=settings.patience,
-        seed=context.seed,
-    )
-    logger.info("FuxiCTR DIN trained: best warm-valid AUC %.4f", auc)
-    if checkpoint is not None:
-        save_din(adapter, checkpoint)
-    return adapter
+    return LIBRARY_DIN.load_or_train(context)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from idproxy_stream.child_process import stop_child
 from idproxy_stream.errors import IdProxyError
 
 logger = logging.getLogger(__name__)
@@ -166,14 +167,7 @@ class EmbeddedBroker:
         if self.process is None:
             return
         process, self.process = self.process, None
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.terminate()
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_child(process, timeout_s)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -1,4 +1,4 @@
-"""Ray workers the tests start cannot reach the machine's Redis on 127.0.0.1:6379 either."""
+"""Ray workers the tests start cannot reach the machine's own Redis on its default port either."""
 
 from __future__ import annotations
 
