@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from idproxy_stream.errors import IdProxyError
 
@@ -511,9 +519,10 @@ class Stage2Config(FrozenModel):
         "out of training to select and guard Stage 2",
     )
     selection: Literal["mature", "new_like", "both"] = Field(
-        "both",
-        description="which held-out items' AUC selects the epoch and guards serving: held-out "
-        "mature items, held-out rare items, or the mean of both",
+        "new_like",
+        description="which held-out items' AUC selects the epoch, the ridge blend and guards "
+        "serving: held-out mature items, held-out rare items (the mature ones when there are "
+        "no usable rare items), or the mean of both",
     )
     min_gain: float = Field(
         0.0,
@@ -524,9 +533,23 @@ class Stage2Config(FrozenModel):
     ridge_fallback: bool = Field(
         True,
         description="also fit a ridge-regression coarse proxy (its scale chosen through the "
-        "ranker) and serve whichever of it, the Stage 1 proxy and the Stage 2 proxy ranks the "
-        "validation items best",
+        "ranker) and serve whichever blend of it with IDProxy's proxy (ridge_weights) ranks "
+        "the validation items best",
     )
+    ridge_weights: tuple[float, ...] = Field(
+        (0.0, 0.25, 0.5, 0.75, 1.0),
+        min_length=1,
+        description="with ridge_fallback: the ridge proxy's shares w tried in the served proxy "
+        "(1 - w) * IDProxy + w * ridge; 0 = IDProxy's proxy alone, 1 = the ridge proxy alone",
+    )
+
+    @field_validator("ridge_weights")
+    @classmethod
+    def _weights_in_unit_interval(cls, weights: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0.0 <= w <= 1.0 for w in weights):
+            raise ValueError(f"every ridge weight must lie in [0, 1], got {list(weights)}")
+        return weights
+
     patience: int = Field(2, ge=1)
     seed: int = 0
 

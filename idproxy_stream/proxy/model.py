@@ -61,7 +61,11 @@ def check_version_name(version: object) -> str:
 
 @dataclass(frozen=True)
 class ProxyModelSpec:
-    """Everything needed to rebuild the modules before loading weights."""
+    """Everything needed to rebuild the modules before loading weights.
+
+    ridge_weight: w, the share of a linear ridge-regression proxy in the served proxy,
+    ``(1 - w) * (p_coarse + g * p_fine) + w * p_ridge``; 0 = no ridge proxy (and no module).
+    """
 
     encoder_dim: int
     id_dim: int
@@ -71,6 +75,7 @@ class ProxyModelSpec:
     dropout: float = 0.1
     gate_closed: bool = False
     coarse_unit_offsets: bool = True
+    ridge_weight: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +87,7 @@ class ProxyModelSpec:
             "dropout": self.dropout,
             "gate_closed": self.gate_closed,
             "coarse_unit_offsets": self.coarse_unit_offsets,
+            "ridge_weight": self.ridge_weight,
         }
 
     @classmethod
@@ -109,6 +115,11 @@ class ProxyModelSpec:
         dropout = finite_number(raw["dropout"], "spec.dropout", ProxyModelError)
         if not 0.0 <= dropout < 1.0:
             raise ProxyModelError(f"spec.dropout must lie in [0, 1), got {dropout}")
+        ridge_weight = finite_number(
+            raw.get("ridge_weight", 0.0), "spec.ridge_weight", ProxyModelError
+        )
+        if not 0.0 <= ridge_weight < 1.0:
+            raise ProxyModelError(f"spec.ridge_weight must lie in [0, 1), got {ridge_weight}")
         return cls(
             encoder_dim=size("encoder_dim"),
             id_dim=size("id_dim"),
@@ -119,6 +130,8 @@ class ProxyModelSpec:
             gate_closed=flag("gate_closed"),
             # manifests written before the regression-trained projector had unit offsets only
             coarse_unit_offsets=flag("coarse_unit_offsets", True),
+            # manifests written before the ridge blend serve IDProxy's proxy alone
+            ridge_weight=ridge_weight,
         )
 
 
@@ -158,7 +171,8 @@ class ProxyModel(nn.Module):
     """Content features -> proxy embedding in the ranker's ID space.
 
     ``forward(global_embedding (B, D_enc), cluster_states (B, K, D_enc)) -> (B, D_id)``:
-    ``p = p_coarse + g * p_fine`` (see ``proxy/gate.py`` for the exact gate).
+    ``p = p_coarse + g * p_fine`` (see ``proxy/gate.py`` for the exact gate), blended with the
+    linear ridge proxy as ``(1 - w) * p + w * p_ridge`` when ``spec.ridge_weight`` w > 0.
     """
 
     def __init__(self, spec: ProxyModelSpec) -> None:
@@ -179,6 +193,11 @@ class ProxyModel(nn.Module):
             spec.dropout,
         )
         self.gate = ResidualGate(spec.id_dim, spec.adaptor_hidden, closed=spec.gate_closed)
+        self.ridge = (
+            CoarseProjector(spec.encoder_dim, spec.id_dim, 0, 0.0, unit_offsets=False)
+            if spec.ridge_weight > 0
+            else None
+        )
 
     def coarse(self, global_embedding: torch.Tensor) -> torch.Tensor:
         """(B, D_enc) -> (B, D_id) Stage 1 proxy."""
@@ -186,11 +205,14 @@ class ProxyModel(nn.Module):
 
     def forward(self, global_embedding: torch.Tensor, cluster_states: torch.Tensor) -> torch.Tensor:
         """(B, D_enc), (B, K, D_enc) -> (B, D_id) proxy."""
-        coarse = self.projector(global_embedding)
-        if self.gate.closed:
-            return coarse
-        hidden, fine = self.adaptor(cluster_states)
-        return self.gate(coarse, hidden, fine)
+        proxy = self.projector(global_embedding)
+        if not self.gate.closed:
+            hidden, fine = self.adaptor(cluster_states)
+            proxy = self.gate(proxy, hidden, fine)
+        if self.ridge is None:
+            return proxy
+        weight = self.spec.ridge_weight
+        return (1.0 - weight) * proxy + weight * self.ridge(global_embedding)
 
     @torch.no_grad()
     def predict(

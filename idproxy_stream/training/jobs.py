@@ -58,7 +58,7 @@ from idproxy_stream.training.bundle import (
     train_model_bundle,
 )
 from idproxy_stream.training.item_features import RowFeatures
-from idproxy_stream.training.pipeline import new_manifest, stage2_data
+from idproxy_stream.training.pipeline import choose_ridge_blend, new_manifest, stage2_data
 from idproxy_stream.training.rankers import bundle_has_ranker, bundle_ranker, ranker_id_space
 from idproxy_stream.training.stage1 import split_mature_rows
 from idproxy_stream.training.stage2 import train_stage2
@@ -231,9 +231,25 @@ def run_stage2(
         data.item_weights,
     )
     say(f"stage 2: held-out-item AUC {result.metrics.get('best_valid_auc', float('nan')):.4f}")
+    served, chosen = result.model, {}
+    if config.stage2.ridge_fallback:  # the same serving choice as ``idproxy train``
+        served_name = "stage2" if result.metrics.get("served", 0.0) else "stage1"
+        served, chosen["served_model"] = choose_ridge_blend(
+            result.model,
+            served_name,
+            inputs.ranker,
+            inputs.row_features,
+            inputs.ranker.id_embedding_table().detach(),
+            fit_rows,
+            data.validation,
+            config.stage2.ridge_weights,
+            config.stage1.scale_multipliers,
+            chosen,
+        )
+        say(f"stage 2: serving {chosen['served_model']} (ridge weight {chosen['ridge_weight']:g})")
 
     checker = build_neighbour_checker(
-        result.model,
+        served,
         inputs.row_features,
         holdout_rows,
         inputs.vocab.item_ids,
@@ -247,9 +263,10 @@ def run_stage2(
         **{k: v for k, v in stage1_manifest.metrics.items() if k.startswith("stage1_")},
         **{f"stage2_{name}": value for name, value in result.metrics.items()},
         "ranker_warm_test_auc": warm_auc,
+        **chosen,
     }
     manifest = new_manifest(
-        result.model,
+        served,
         version,
         features.encoder_fingerprint,
         inputs.id_space.fingerprint,
@@ -261,7 +278,7 @@ def run_stage2(
         metrics=metrics,
     )
     manifest.content = features.content
-    publish_version(result.model, manifest, layout.registry)
+    publish_version(served, manifest, layout.registry)
     timings = {"stage2": time.perf_counter() - started}
     layout.summary.write_text(
         json.dumps(

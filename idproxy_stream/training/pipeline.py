@@ -90,7 +90,9 @@ def stage2_data(
     Extra (rare) samples count only for items with content features. A seeded
     ``config.new_like_holdout_fraction`` of their items is held out for validation whether or
     not the rest trains (``config.use_rare_items``); ``config.max_rare_samples`` caps the
-    training share (a seeded random subset).
+    training share (a seeded random subset). ``config.selection`` keeps one validation set or
+    both; ``new_like`` falls back to the mature set when the held-out rare samples cannot score
+    an AUC (none, or one label only).
     """
     train = samples_of_items(ranker_samples, fit_rows)
     validation = {"mature": samples_of_items(ranker_samples, holdout_rows)}
@@ -105,12 +107,27 @@ def stage2_data(
                 extra = extra.subset(keep.sort().values)
             train = RankerInputs.concat([train, extra])
     if config.selection != "both":
-        validation = {config.selection: validation.get(config.selection, train.subset(slice(0)))}
+        chosen = validation.get(config.selection)
+        if config.selection == "new_like" and not _usable(chosen):
+            logger.warning(
+                "stage2.selection = new_like, but no held-out rare item has samples of both "
+                "labels: selecting on held-out mature items instead"
+            )
+            validation = {"mature": validation["mature"]}
+        else:
+            validation = {
+                config.selection: chosen if chosen is not None else train.subset(slice(0))
+            }
     weights = None
     if config.item_weight_power > 0:
         num_rows = int(features.global_embedding.shape[0])
         weights = item_balanced_weights(train, num_rows, config.item_weight_power)
     return Stage2Data(train=train, validation=validation, item_weights=weights)
+
+
+def _usable(samples: RankerInputs | None) -> bool:
+    """Whether ``samples`` can score an AUC (it holds both labels)."""
+    return samples is not None and len(samples) > 0 and len(torch.unique(samples.label)) > 1
 
 
 def idproxy_validation_sets(
@@ -227,8 +244,17 @@ def train_idproxy(
     refused = stage2.metrics.get("served", 0.0) == 0.0
     served, served_name = (stage1_model, "stage1") if refused else (stage2.model, "stage2")
     if stage2_config.ridge_fallback:
-        served, served_name = _best_of_ridge(
-            served, served_name, ranker, features, id_table, stage1, data, stage1_config, metrics
+        served, served_name = choose_ridge_blend(
+            served,
+            served_name,
+            ranker,
+            features,
+            id_table,
+            stage1.fit_rows,
+            data.validation,
+            stage2_config.ridge_weights,
+            stage1_config.scale_multipliers,
+            metrics,
         )
     metrics["served_model"] = served_name
     return IdProxyTraining(
@@ -239,39 +265,63 @@ def train_idproxy(
     )
 
 
-def _best_of_ridge(
+def ridge_blend(served: ProxyModel, ridge: ProxyModel, weight: float) -> ProxyModel:
+    """The proxy ``(1 - weight) * served + weight * ridge`` as one ProxyModel (eval mode).
+
+    ``weight`` 0 returns ``served`` and 1 returns ``ridge`` (a linear coarse proxy, gate closed);
+    in between, a copy of ``served`` whose spec carries ``ridge_weight`` and whose ``ridge``
+    module holds the ridge projector.
+    """
+    if weight <= 0.0:
+        return served
+    if weight >= 1.0:
+        return ridge
+    if served.ridge is not None:
+        raise ValueError("ridge_blend: the served model is a blend already")
+    linear = ridge.spec.projector_hidden == 0 and not ridge.spec.coarse_unit_offsets
+    if not (linear and ridge.gate.closed):
+        raise ValueError("ridge_blend: ridge must be a linear coarse proxy (ridge_proxy_model)")
+    blended = ProxyModel(replace(served.spec, ridge_weight=weight))
+    missing, unexpected = blended.load_state_dict(served.state_dict(), strict=False)
+    assert not unexpected and all(name.startswith("ridge.") for name in missing)
+    blended.ridge.load_state_dict(ridge.projector.state_dict())
+    return blended.eval()
+
+
+def choose_ridge_blend(
     served: ProxyModel,
     served_name: str,
     ranker: RankerAdapter,
     features: RowFeatures,
     id_table: torch.Tensor,
-    stage1: Stage1Result,
-    data: Stage2Data,
-    stage1_config: Stage1Config,
+    fit_rows: torch.Tensor,
+    validation: dict[str, RankerInputs],
+    weights: tuple[float, ...],
+    scale_multipliers: tuple[float, ...],
     metrics: dict,
 ) -> tuple[ProxyModel, str]:
-    """``served`` or the ridge coarse proxy, whichever ranks the validation items better.
+    """The blend of ``served`` with the ridge coarse proxy that ranks the validation items best.
 
-    The ridge proxy is fitted on Stage 1's fit items, its scale chosen through the ranker like
-    the Stage 1 scale; it replaces ``served`` only with a strictly higher selection AUC.
+    The ridge proxy is fitted on ``fit_rows`` (Stage 1's fit items), its scale chosen through
+    the ranker like the Stage 1 scale; each ridge share ``w`` in ``weights`` is scored by
+    :func:`~idproxy_stream.training.selection.selection_auc` and the best is served (ties keep
+    the earlier weight). Returns the model and its name (``served_name``, ``"ridge"`` or
+    ``"<served_name>+ridge"``); ``metrics`` gets the penalty, the scale and every score.
     """
-    ridge, penalty = ridge_proxy_model(served.spec, features, id_table, stage1.fit_rows)
-    chosen = select_coarse_scale(
-        ridge, ranker, features, data.validation, stage1_config.scale_multipliers
-    )
-    ridge_auc = selection_auc(ridge, ranker, features, data.validation)["selection"]
-    served_auc = selection_auc(served, ranker, features, data.validation)["selection"]
-    metrics.update(
-        {
-            "ridge_penalty": penalty,
-            "ridge_scale_multiplier": chosen["scale_multiplier"],
-            "ridge_valid_auc": ridge_auc,
-            f"{served_name}_served_valid_auc": served_auc,
-        }
-    )
-    if ridge_auc > served_auc:
-        return ridge, "ridge"
-    return served, served_name
+    ridge, penalty = ridge_proxy_model(served.spec, features, id_table, fit_rows)
+    chosen = select_coarse_scale(ridge, ranker, features, validation, scale_multipliers)
+    metrics.update({"ridge_penalty": penalty, "ridge_scale_multiplier": chosen["scale_multiplier"]})
+    best, best_auc, best_weight = served, float("-inf"), 0.0
+    for weight in weights:
+        candidate = ridge_blend(served, ridge, weight)
+        auc = selection_auc(candidate, ranker, features, validation)["selection"]
+        metrics[f"ridge_x{weight:g}_valid_auc"] = auc
+        if auc > best_auc:
+            best, best_auc, best_weight = candidate, auc, weight
+    metrics["ridge_weight"] = best_weight
+    if best_weight <= 0.0:
+        return best, served_name
+    return best, "ridge" if best_weight >= 1.0 else f"{served_name}+ridge"
 
 
 def new_manifest(

@@ -18,6 +18,7 @@ from idproxy_stream.proxy.model import (
     read_proxy_manifest,
     save_proxy_model,
 )
+from idproxy_stream.training.pipeline import ridge_blend
 
 SPEC = ProxyModelSpec(
     encoder_dim=12,
@@ -73,6 +74,44 @@ def test_artefact_round_trip_reproduces_proxies_and_manifest(tmp_path):
     assert torch.equal(loaded.predict(*inputs), model.predict(*inputs))
     assert loaded_manifest.version == "v1" and loaded_manifest.metrics == {"auc": 0.7}
     assert loaded_manifest.spec == SPEC
+
+
+def test_a_ridge_blend_serves_the_weighted_mean_of_both_proxies_and_round_trips(tmp_path):
+    served = trained_looking_model()
+    ridge = trained_looking_model(
+        ProxyModelSpec(
+            **{
+                **SPEC.__dict__,
+                "projector_hidden": 0,
+                "gate_closed": True,
+                "coarse_unit_offsets": False,
+            },
+        )
+    )
+    ridge.projector.centre.fill_(-0.3)
+    blended = ridge_blend(served, ridge, 0.25)
+    inputs = torch.randn(6, 12), torch.randn(6, 2, 12)
+    expected = 0.75 * served.predict(*inputs) + 0.25 * ridge.predict(*inputs)
+    assert torch.allclose(blended.predict(*inputs), expected, atol=1e-6)
+    assert ridge_blend(served, ridge, 0.0) is served and ridge_blend(served, ridge, 1.0) is ridge
+    save_proxy_model(blended, manifest(), tmp_path / "m")
+    loaded, loaded_manifest = load_proxy_model(tmp_path / "m", "enc-a", "ids-a")
+    assert loaded_manifest.spec.ridge_weight == 0.25
+    assert torch.allclose(loaded.predict(*inputs), expected, atol=1e-6)
+
+
+def test_a_manifest_without_a_ridge_weight_loads_as_no_blend(tmp_path):
+    save_proxy_model(trained_looking_model(), manifest(), tmp_path / "m")
+    path = tmp_path / "m" / "manifest.json"
+    raw = json.loads(path.read_text())
+    del raw["spec"]["ridge_weight"]
+    path.write_text(json.dumps(raw))
+    loaded, _ = load_proxy_model(tmp_path / "m", "enc-a", "ids-a")
+    assert loaded.ridge is None and loaded.spec.ridge_weight == 0.0
+    raw["spec"]["ridge_weight"] = 1.5
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ProxyModelError, match=r"spec.ridge_weight must lie in \[0, 1\)"):
+        load_proxy_model(tmp_path / "m", "enc-a", "ids-a")
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,21 @@ def test_item_balanced_weights_equalise_items_at_power_one_and_average_one():
     assert float(half[1] / half[2]) == pytest.approx(4**-0.5, rel=1e-5)
 
 
+def test_new_like_selection_falls_back_to_mature_items_without_usable_rare_items(
+    encoded_parts, planted_features
+):
+    features, mature, samples, rare = inputs(encoded_parts, planted_features)
+    fit, holdout = mature[::2], mature[1::2]
+    config = STAGE2.model_copy(update={"selection": "new_like"})
+    with_rare = stage2_data(samples, rare, fit, holdout, features, config)
+    assert with_rare.validation.keys() == {"new_like"}
+    one_label = rare.subset(rare.label == 1)
+    for extra in (None, one_label):
+        data = stage2_data(samples, extra, fit, holdout, features, config)
+        assert data.validation.keys() == {"mature"}
+        assert set(data.validation["mature"].item.tolist()) == set(holdout.tolist())
+
+
 def test_a_guard_no_stage2_can_pass_serves_the_stage1_model(
     tiny_ranker, encoded_parts, planted_features
 ):
@@ -100,10 +115,12 @@ def test_ridge_fallback_serves_the_best_candidate_on_the_validation_items(
     tiny_ranker, encoded_parts, planted_features
 ):
     features, mature, samples, rare = inputs(encoded_parts, planted_features)
-    config = STAGE2.model_copy(update={"ridge_fallback": True, "epochs": 1})
+    config = STAGE2.model_copy(
+        update={"ridge_fallback": True, "epochs": 1, "ridge_weights": (0.0, 0.5, 1.0)}
+    )
     training = train_idproxy(tiny_ranker, features, mature, samples, rare, STAGE1, config)
     metrics = training.metrics
-    assert metrics["served_model"] in ("stage1", "stage2", "ridge")
+    assert metrics["served_model"] in ("stage1", "stage2", "ridge", "stage1+ridge", "stage2+ridge")
     data = stage2_data(
         samples,
         rare,
@@ -113,9 +130,14 @@ def test_ridge_fallback_serves_the_best_candidate_on_the_validation_items(
         config,
     )
     served = selection_auc(training.model, tiny_ranker, features, data.validation)["selection"]
-    # the served model is at least as good on validation as the ridge proxy and Stage 1
-    assert served >= metrics["ridge_valid_auc"] - 1e-9
+    # the served model is the best on validation of every blend tried (the ridge proxy alone
+    # included) and at least as good as Stage 1
+    tried = [metrics[f"ridge_x{weight:g}_valid_auc"] for weight in config.ridge_weights]
+    assert served == pytest.approx(max(tried), abs=1e-9)
     assert served >= metrics["stage2_stage1_valid_auc"] - 1e-9
+    assert training.model.spec.ridge_weight == (
+        metrics["ridge_weight"] if 0 < metrics["ridge_weight"] < 1 else 0.0
+    )
     if metrics["served_model"] == "ridge":
         assert training.model.spec.projector_hidden == 0 and training.model.gate.closed
 
