@@ -73,6 +73,32 @@ def install_port_guard() -> None:
 
 install_port_guard()
 
+# `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`). Tests that start
+# Ray, the broker or stream subprocesses go to one worker, one after another, as in a serial
+# run (two Rays at once would starve each other's actors on two cores); the CPU-bound training
+# and evaluation tests share the other worker's time.
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one torch thread each
+    import torch
+
+    torch.set_num_threads(1)
+
+SERVICE_DIRS = {"stream", "cluster", "backfill", "runbooks"}
+RAY_FIXTURES = {"ray_cluster", "ray_local"}
+RAY_MODULES = {"test_ray_extract.py", "test_encode_cli.py"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    tests_root = Path(__file__).parent
+    for item in items:
+        path = Path(str(item.path)).relative_to(tests_root)
+        if (
+            path.parts[0] in SERVICE_DIRS
+            or path.name in RAY_MODULES
+            or RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        ):
+            item.add_marker(pytest.mark.xdist_group("services"))
+
+
 TINY_SPLIT = SplitConfig(warm_min_interactions=40, cold_min=16, cold_max=40, warmup_size=3)
 TINY_RANKER = RankerConfig(epochs=10, batch_size=128, learning_rate=1e-2, patience=3, num_threads=1)
 
