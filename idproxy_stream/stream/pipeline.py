@@ -39,7 +39,12 @@ from idproxy_stream.process import ProcessSetup
 from idproxy_stream.proxy.model import ProxyModelError, read_proxy_manifest
 from idproxy_stream.proxy.registry import latest_version, version_directory
 from idproxy_stream.stream.actors import ActorSpec
-from idproxy_stream.stream.metrics import StreamStats, merge_stats, serve_metrics
+from idproxy_stream.stream.metrics import (
+    READY_STALE_AFTER_S,
+    StreamStats,
+    merge_stats,
+    serve_metrics,
+)
 from idproxy_stream.stream.preflight import (
     check_serving_version,
     check_stream_services,
@@ -260,18 +265,24 @@ class StreamJob:
             return
         try:
             self._metrics_server = serve_metrics(
-                stream.metrics_port, self.snapshot, stream.metrics_host
+                stream.metrics_port,
+                self.snapshot,
+                stream.metrics_host,
+                stale_after_s=max(READY_STALE_AFTER_S, 3 * stream.status_interval_s),
             )
         except OSError as error:
             raise port_in_use(
                 stream.metrics_port, "stream.metrics_port", stream.metrics_host, error
             ) from None
-        logger.info("metrics on http://%s:%d/metrics", stream.metrics_host, stream.metrics_port)
+        logger.info(
+            "metrics on http://%s:%d/metrics (probes /healthz, /readyz)",
+            stream.metrics_host,
+            self._metrics_server.port,
+        )
 
     def _stop_metrics(self) -> None:
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
+            self._metrics_server.stop()
             self._metrics_server = None
 
     # -------------------------------------------------------------------------- monitor
@@ -300,8 +311,8 @@ class StreamJob:
             except ray.exceptions.RayError as error:
                 reason = f"{type(error).__name__}: {error}"
             logger.error("%s ended (%s): starting a new one", source.name, reason)
-            if source.last_stats is not None:
-                self._retired.append(source.last_stats)
+            if source.last_stats is not None:  # its totals stay; its gauges end with it
+                self._retired.append(source.last_stats.retired())
             try:
                 ray.kill(source.handle, no_restart=True)
             except Exception as error:
