@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +30,9 @@ from pathlib import Path
 import ray
 
 from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.cluster.local_ray import ensure_ray
 from idproxy_stream.cluster.placement import placement
-from idproxy_stream.config import AppConfig, RayConfig, WorkerPoolConfig, with_updates
+from idproxy_stream.config import AppConfig, WorkerPoolConfig, with_updates
 from idproxy_stream.encoders.contract import configured_contract, describe_mismatch
 from idproxy_stream.encoders.registry import encoder_fingerprint
 from idproxy_stream.process import ProcessSetup
@@ -75,26 +75,6 @@ def absolute_paths(config: AppConfig) -> AppConfig:
         ),
         encoder=with_updates(config.encoder, images=with_updates(images, allowed_roots=roots)),
     )
-
-
-def ensure_ray(config: RayConfig) -> bool:
-    """Connect to Ray (``config.address``) or start a local one; True if started here."""
-    if ray.is_initialized():
-        return False
-    local = config.address is None
-    if local:
-        # Ray 2.60 enables token auth by default; a private local cluster does not need it.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(
-        address=config.address,
-        num_cpus=config.num_cpus if local else None,
-        namespace=config.namespace,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        configure_logging=False,  # Ray's own messages go through this process's handlers
-        _temp_dir=str(config.temp_dir.resolve()) if local and config.temp_dir else None,
-    )
-    return True
 
 
 def bundle_problem(config: AppConfig, version: str | None = None) -> str | None:
