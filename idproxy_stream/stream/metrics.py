@@ -265,7 +265,8 @@ def readiness(
         return Readiness(
             False, f"the sources' counters are {age:.0f} s old: a source is not answering"
         )
-    for stall, since in sorted(stats.stalls.items(), key=lambda entry: entry[1]):
+    if stats.stalls:  # the one that began first
+        stall, since = min(stats.stalls.items(), key=lambda entry: entry[1])
         template = _STALL_REASONS.get(stall, stall.replace("_", " ") + " for {age}")
         return Readiness(False, template.format(age=f"{max(0.0, now - since):.0f} s"))
     if not stats.assigned:

@@ -221,3 +221,9 @@ def test_the_metrics_server_listens_on_loopback_only_by_default() -> None:
         assert server.server_address[0] == "127.0.0.1"
     finally:
         server.stop()
+
+
+def test_of_several_stalls_readiness_names_the_one_that_began_first() -> None:
+    stalls = {"worker_replaced": NOW - 1, "sink_failing": NOW - 6}
+    verdict = readiness(ready_stats(stalls=stalls), NOW, stale_after_s=10)
+    assert not verdict.ready and verdict.reason.startswith("the sink has failed for 6 s")
