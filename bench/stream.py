@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from idproxy_stream.cluster.local_ray import ensure_ray
 from idproxy_stream.config import AppConfig, config_from_dict, with_updates
 from idproxy_stream.data.loading import load_dataset
 from idproxy_stream.events import NewItemEvent, decode_new_item_event
@@ -49,7 +50,7 @@ from idproxy_stream.process import set_faiss_threads, set_torch_threads
 from idproxy_stream.stream.broker import EmbeddedBroker
 from idproxy_stream.stream.messages import WorkItem
 from idproxy_stream.stream.metrics import Histogram, StreamStats
-from idproxy_stream.stream.pipeline import StreamJob, bundle_problem, ensure_ray
+from idproxy_stream.stream.pipeline import StreamJob, bundle_problem
 from idproxy_stream.stream.publish import catalogue_events, new_items, publish_events
 from idproxy_stream.stream.sink import ProxySink, SinkSettings
 from idproxy_stream.stream.topics import ensure_topics, stream_topics

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import ray
 
 from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.cluster.local_ray import ensure_ray
 from idproxy_stream.config import AppConfig
 from idproxy_stream.errors import IdProxyError
 from idproxy_stream.progress import ProgressLog
@@ -40,7 +41,6 @@ from idproxy_stream.stream.messages import BatchOutcome, Rejection, WorkItem
 from idproxy_stream.stream.pipeline import (
     absolute_paths,
     bundle_problem,
-    ensure_ray,
     worker_pool_spec,
 )
 from idproxy_stream.stream.pipeline import sink_spec as pool_sink_spec

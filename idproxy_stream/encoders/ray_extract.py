@@ -44,7 +44,6 @@ from idproxy_stream.config import (
     ExtractConfig,
     ImageInputConfig,
     LayerClusterConfig,
-    RayConfig,
     with_updates,
 )
 from idproxy_stream.encoders.contract import (
@@ -232,18 +231,6 @@ def save_clusters(output_dir: Path, content: ContentContract, clusters: LayerClu
     (output_dir / CLUSTERS_FILE).write_text(json.dumps(payload, indent=2))
 
 
-def ensure_ray(ray_config: RayConfig) -> None:
-    """Connect to (or start) Ray unless this process already did."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(
-            address=ray_config.address,
-            num_cpus=ray_config.num_cpus,
-            namespace=ray_config.namespace,
-        )
-
-
 def batch_timing(timings: pd.DataFrame) -> dict[str, float]:
     """``encode_seconds`` and ``steady_items_per_second`` from per-item batch timings.
 
@@ -373,7 +360,9 @@ def extract_features_ray(
         len(todo),
     )
     if clusters is None or len(todo):
-        ensure_ray(config.ray)
+        from idproxy_stream.cluster.local_ray import ensure_ray
+
+        ensure_ray(config.ray)  # a local Ray listens on loopback only
     calibration_started = time.perf_counter()
     if clusters is None:
         clusters = fit_clusters_with_ray(config, encoder_config, content)

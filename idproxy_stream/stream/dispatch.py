@@ -257,6 +257,7 @@ class ActorDispatcher:
         runtime: ActorRuntime | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.workers = workers
         self.sink = sink
@@ -272,6 +273,8 @@ class ActorDispatcher:
         self.resends = 0  # batches scheduled to be sent again
         self.sink_errors = 0  # times the sink raised
         self.bisections = 0  # failing batches split in halves
+        self.wall_clock = wall_clock
+        self._stalls: dict[str, float] = {}  # what stops writing -> wall time it began
 
     # --------------------------------------------------------------------- sending
 
@@ -284,6 +287,17 @@ class ActorDispatcher:
     def busy(self) -> bool:
         """Whether any batch is in flight or waiting to be sent again."""
         return bool(self.flights or self.retries)
+
+    @property
+    def stalls(self) -> dict[str, float]:
+        """What keeps this lane from writing, with the wall time (s) each began:
+        ``sink_failing`` (the sink raised), ``sink_replaced`` / ``worker_replaced`` (an actor
+        died and was replaced) — each since the last batch written, and only while a batch
+        waits (an idle lane claims nothing). For readiness (``metrics.readiness``)."""
+        return dict(self._stalls) if self.busy else {}
+
+    def _stalled(self, stall: str) -> None:
+        self._stalls.setdefault(stall, self.wall_clock())
 
     def submit(self, batch: Batch) -> None:
         """Send ``batch`` to the least-loaded worker (callers respect :attr:`capacity`)."""
@@ -312,6 +326,8 @@ class ActorDispatcher:
 
     def collect(self, wait_s: float) -> list[Written | GaveUp]:
         """Advance every flight that resolved within ``wait_s``; returns finished batches."""
+        if not self.busy:
+            self._stalls.clear()  # nothing waits: a later failure starts its own clock
         if not self.flights:
             return []
         finished: list[Written | GaveUp] = []
@@ -328,7 +344,8 @@ class ActorDispatcher:
         try:
             self.runtime.get(ref)
         except ActorDied as error:
-            self.workers[flight.worker_index].replace(flight.worker_generation)
+            if self.workers[flight.worker_index].replace(flight.worker_generation):
+                self._stalled("worker_replaced")
             self._failed(flight.batch, Failure.WORKER_DIED, error, finished)
             return
         except TaskRaised as error:
@@ -345,13 +362,16 @@ class ActorDispatcher:
         try:
             outcome: BatchOutcome = self.runtime.get(ref)
         except ActorDied as error:
-            self.sink.replace(flight.sink_generation)
+            if self.sink.replace(flight.sink_generation):
+                self._stalled("sink_replaced")
             self._failed(flight.batch, Failure.SINK_DIED, error, finished)
             return
         except (TaskRaised, ResultLost) as error:
             self.sink_errors += 1
+            self._stalled("sink_failing")
             self._failed(flight.batch, Failure.SINK_RAISED, error, finished)
             return
+        self._stalls.clear()  # a batch got through: this lane writes
         finished.append(Written(flight.batch, outcome))
 
     def _failed(self, batch: Batch, failure: Failure, error: Exception, finished: list) -> None:

@@ -62,6 +62,7 @@ class EncodedBatch:
 
     rows: one per computed proxy, in the order of ``proxies`` (B, D_id) float32.
     rejected: events refused before or during encoding (mature item, bad image ...).
+    refused_versions: model versions this worker refused to load while running (metrics).
     """
 
     rows: tuple[ProxyRow, ...]
@@ -72,6 +73,7 @@ class EncodedBatch:
     id_space_fingerprint: str
     batch_size: int
     encode_seconds: float
+    refused_versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ class WrittenRow:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """The sink's acknowledgement of one batch: rows written and durable, and refusals."""
+    """The sink's acknowledgement of one batch: rows written and durable, and refusals;
+    ``refused_versions`` passes on the worker's (metrics)."""
 
     written: tuple[WrittenRow, ...]
     rejected: tuple[Rejection, ...]
@@ -95,3 +98,4 @@ class BatchOutcome:
     encode_seconds: float
     write_seconds: float
     status_counts: dict[str, int] = field(default_factory=dict)
+    refused_versions: tuple[str, ...] = ()

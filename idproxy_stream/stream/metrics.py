@@ -2,10 +2,12 @@
 
 Each source actor accounts everything that happens to its records in one :class:`StreamStats`
 (events in, proxies out by status, dead letters by reason, batch sizes, encode and end-to-end
-latency, in-flight, pauses, commits, lag per partition, actor restarts); workers and the sink
-report their part back with each batch, so no metric needs a second channel. The driver merges
-the sources' snapshots (:func:`merge_stats`) and serves them on ``/metrics`` through
-:class:`StreamCollector`.
+latency, in-flight, pauses, commits, lag per partition, and every failure: sink errors, commit
+failures, re-sent batches, actor replacements, refused model versions, rebalances); workers and
+the sink report their part back with each batch, so no metric needs a second channel. The
+driver merges the sources' snapshots (:func:`merge_stats`) and serves them on ``/metrics``
+through :class:`StreamCollector`, beside the probes ``/healthz`` and ``/readyz``
+(:func:`serve_metrics`); whether the job is ready is :func:`readiness` of the merged snapshot.
 
 Histograms have fixed buckets (:class:`Histogram`), so snapshots merge exactly across sources;
 quantiles are interpolated within a bucket (log-spaced buckets: within ~15 %).
@@ -14,14 +16,21 @@ quantiles are interpolated within a bucket (log-spaced buckets: within ~15 %).
 from __future__ import annotations
 
 import bisect
+import copy
+import logging
 import math
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+logger = logging.getLogger(__name__)
 
 
 def log_buckets(low: float, high: float, per_decade: int) -> tuple[float, ...]:
@@ -110,10 +119,19 @@ class StreamStats:
     assigned: tuple[int, ...] = ()
     rebalances: int = 0
     restarts: Counter = field(default_factory=Counter)  # by actor role
-    retries: int = 0
+    retries: int = 0  # batches re-sent after a failure (worker or sink)
+    bisections: int = 0  # failing batches split in halves
     sink_errors: int = 0
+    # Model versions published while running that workers refused (damaged, or trained for
+    # another encoder, ID space or content); a set, so a version counts once however many
+    # workers and sources refuse it.
+    refused_model_versions: set[str] = field(default_factory=set)
+    # What stops a lane writing, with the wall time it began ("sink_failing", "worker_replaced",
+    # "sink_replaced"); a lane clears its stalls when it writes a batch or has none in flight.
+    stalls: dict[str, float] = field(default_factory=dict)
     model_version: str | None = None
     started_at: float = field(default_factory=time.time)
+    taken_at: float | None = None  # when a live source took this snapshot (oldest, merged)
     first_event_at: float | None = None
     last_write_at: float | None = None
 
@@ -124,6 +142,21 @@ class StreamStats:
     @property
     def dead_letters_total(self) -> int:
         return sum(self.dead_letters.values())
+
+    @property
+    def refused_versions(self) -> int:
+        """Model versions refused while running (each counted once)."""
+        return len(self.refused_model_versions)
+
+    def retired(self) -> StreamStats:
+        """The counters of a source that no longer runs, without its gauges (partitions, lag,
+        in flight, paused, stalls, snapshot time): merged with the live sources', they add to
+        the totals and claim nothing about now."""
+        counters = copy.deepcopy(self)
+        counters.in_flight, counters.paused = 0, False
+        counters.assigned, counters.lag, counters.stalls = (), {}, {}
+        counters.taken_at = None
+        return counters
 
     @property
     def void_rate(self) -> float | None:
@@ -167,9 +200,14 @@ def merge_stats(snapshots: Iterable[StreamStats]) -> StreamStats:
         merged.rebalances += stats.rebalances
         merged.restarts.update(stats.restarts)
         merged.retries += stats.retries
+        merged.bisections += stats.bisections
         merged.sink_errors += stats.sink_errors
+        merged.refused_model_versions |= stats.refused_model_versions
+        for stall, since in stats.stalls.items():
+            merged.stalls[stall] = min(since, merged.stalls.get(stall, since))
         merged.model_version = stats.model_version or merged.model_version
         merged.started_at = min(merged.started_at, stats.started_at)
+        merged.taken_at = _earliest(merged.taken_at, stats.taken_at)
         merged.first_event_at = _earliest(merged.first_event_at, stats.first_event_at)
         merged.last_write_at = _latest(merged.last_write_at, stats.last_write_at)
     if merged.started_at == math.inf:
@@ -185,12 +223,75 @@ def _latest(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-class StreamCollector:
-    """Prometheus collector over the job's latest merged :class:`StreamStats`."""
+READY_STALE_AFTER_S = 10.0  # counters older than this: a source is not answering
 
-    def __init__(self, snapshot: Callable[[], StreamStats], prefix: str = "idproxy_stream") -> None:
+_STALL_REASONS = {
+    "sink_failing": "the sink has failed for {age} with no batch written since "
+    "(store or output topic down)",
+    "sink_replaced": "the sink actor was replaced {age} ago and no batch has been written since",
+    "worker_replaced": "a worker actor was replaced {age} ago and no batch has been written since",
+}
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the job is consuming and writing; ``reason`` is one line either way."""
+
+    ready: bool
+    reason: str
+
+
+def readiness(
+    stats: StreamStats, now: float, stale_after_s: float = READY_STALE_AFTER_S
+) -> Readiness:
+    """Whether the job whose merged counters are ``stats`` is ready at wall time ``now`` (s).
+
+    Not ready, checked in this order, when:
+
+    1. no live source has reported yet (``taken_at`` None), or the oldest live snapshot is over
+       ``stale_after_s`` old (a source stopped answering the driver);
+    2. a lane is stalled (``stalls``): its sink raised, or its sink or a worker was replaced,
+       and it has written no batch since while work is waiting — a store or output topic that
+       fails makes the job not ready at its next write;
+    3. no partition is assigned to any source (joining the group, a rebalance).
+
+    Ready otherwise. An idle job whose store broke is noticed at its next write: readiness is
+    judged from what the job did, not by probing the store.
+    """
+    if stats.taken_at is None:
+        return Readiness(False, "no source has reported its counters yet")
+    age = now - stats.taken_at
+    if age > stale_after_s:
+        return Readiness(
+            False, f"the sources' counters are {age:.0f} s old: a source is not answering"
+        )
+    if stats.stalls:  # the one that began first
+        stall, since = min(stats.stalls.items(), key=lambda entry: entry[1])
+        template = _STALL_REASONS.get(stall, stall.replace("_", " ") + " for {age}")
+        return Readiness(False, template.format(age=f"{max(0.0, now - since):.0f} s"))
+    if not stats.assigned:
+        return Readiness(False, "no partition is assigned to any source")
+    return Readiness(True, f"consuming {len(stats.assigned)} partition(s)")
+
+
+class StreamCollector:
+    """Prometheus collector over the job's latest merged :class:`StreamStats`.
+
+    Counters end in ``_total`` (``prometheus_client`` appends it); times are in seconds.
+    ``idproxy_stream_ready`` is :func:`readiness` of the same snapshot, as ``/readyz`` answers.
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], StreamStats],
+        prefix: str = "idproxy_stream",
+        stale_after_s: float = READY_STALE_AFTER_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.snapshot = snapshot
         self.prefix = prefix
+        self.stale_after_s = stale_after_s
+        self.clock = clock
 
     def _name(self, name: str) -> str:
         return f"{self.prefix}_{name}"
@@ -198,28 +299,32 @@ class StreamCollector:
     def collect(self) -> Iterator:
         stats = self.snapshot()
         yield self._counter("events_in", "Records read from the input topic", stats.events_in)
-        proxies = CounterMetricFamily(
-            self._name("proxies_out"), "Proxy rows durably written, by status", labels=["status"]
+        yield self._labelled(
+            CounterMetricFamily,
+            "proxies_out",
+            "Proxy rows durably written, by status",
+            "status",
+            stats.proxies_out,
         )
-        for status, count in sorted(stats.proxies_out.items()):
-            proxies.add_metric([status], count)
-        yield proxies
-        versions = CounterMetricFamily(
-            self._name("rows_by_model_version"),
+        yield self._labelled(
+            CounterMetricFamily,
+            "rows_by_model_version",
             "Proxy rows written, by model version",
-            labels=["model_version"],
+            "model_version",
+            stats.rows_by_version,
         )
-        for version, count in sorted(stats.rows_by_version.items()):
-            versions.add_metric([version], count)
-        yield versions
-        dead = CounterMetricFamily(
-            self._name("dead_letters"),
+        yield self._labelled(
+            CounterMetricFamily,
+            "dead_letters",
             "Records sent to the dead-letter topic, by reason",
-            labels=["reason"],
+            "reason",
+            stats.dead_letters,
         )
-        for reason, count in sorted(stats.dead_letters.items()):
-            dead.add_metric([reason], count)
-        yield dead
+        yield self._counter(
+            "dead_letters_given_up",
+            "Dead letters the broker refused for good (not on the topic; their records completed)",
+            stats.dead_letters_given_up,
+        )
         yield self._histogram("batch_size", "Events per encoder batch", stats.batch_size)
         yield self._histogram(
             "encode_latency_seconds",
@@ -237,24 +342,65 @@ class StreamCollector:
         yield self._gauge("paused", "1 while backpressure pauses the partitions", int(stats.paused))
         yield self._counter("pauses", "Times backpressure paused the partitions", stats.pauses)
         yield self._counter("commits", "Offset commits that succeeded", stats.commits)
+        yield self._counter(
+            "commit_failures", "Offset commits that failed (retried later)", stats.commit_failures
+        )
+        yield self._counter(
+            "sink_errors",
+            "Times the sink raised for a batch (store or output topic failing; retried)",
+            stats.sink_errors,
+        )
+        yield self._counter(
+            "batch_resends",
+            "Batches re-sent after a worker or sink failure",
+            stats.retries,
+        )
+        yield self._counter(
+            "batch_bisections",
+            "Failing batches split in halves before any event is dead-lettered",
+            stats.bisections,
+        )
+        yield self._counter(
+            "refused_model_versions",
+            "Model versions published while running that the workers refused (each once)",
+            stats.refused_versions,
+        )
+        yield self._counter(
+            "rebalances", "Partition assignments received from the group", stats.rebalances
+        )
         void_rate = stats.void_rate
         yield self._gauge(
             "void_rate",
             "Share of written proxies flagged void",
             0.0 if void_rate is None else void_rate,
         )
-        lag = GaugeMetricFamily(
-            self._name("consumer_lag"), "Records behind the partition end", labels=["partition"]
+        yield self._labelled(
+            GaugeMetricFamily,
+            "consumer_lag",
+            "Records behind the partition end",
+            "partition",
+            {str(partition): behind for partition, behind in stats.lag.items()},
         )
-        for partition, behind in sorted(stats.lag.items()):
-            lag.add_metric([str(partition)], behind)
-        yield lag
-        restarts = CounterMetricFamily(
-            self._name("actor_restarts"), "Actors replaced after dying", labels=["role"]
+        yield self._gauge(
+            "assigned_partitions", "Partitions assigned to the sources", len(stats.assigned)
         )
-        for role, count in sorted(stats.restarts.items()):
-            restarts.add_metric([role], count)
-        yield restarts
+        yield self._labelled(
+            CounterMetricFamily,
+            "actor_restarts",
+            "Actors replaced after dying, by role",
+            "role",
+            stats.restarts,
+        )
+        ready = readiness(stats, self.clock(), self.stale_after_s)
+        yield self._gauge(
+            "ready", "1 when /readyz answers 200 (consuming and writing)", int(ready.ready)
+        )
+
+    def _labelled(self, family: type, name: str, documentation: str, label: str, values: dict):
+        metric = family(self._name(name), documentation, labels=[label])
+        for key, value in sorted(values.items()):
+            metric.add_metric([str(key)], value)
+        return metric
 
     def _counter(self, name: str, documentation: str, value: float) -> CounterMetricFamily:
         return CounterMetricFamily(self._name(name), documentation, value=value)
@@ -271,12 +417,91 @@ class StreamCollector:
         )
 
 
-def serve_metrics(port: int, snapshot: Callable[[], StreamStats], addr: str = "127.0.0.1"):
-    """Serve ``/metrics`` for ``snapshot`` on ``port`` from a daemon thread.
+class MetricsServer(ThreadingHTTPServer):
+    """``/metrics`` (Prometheus text), ``/healthz`` and ``/readyz`` from daemon threads.
 
-    Returns the server; call ``shutdown()`` and ``server_close()`` on it to stop.
+    ``/healthz``: 200 while the process serves at all. ``/readyz``: 200 when :func:`readiness`
+    of the latest snapshot holds, else 503; the body is its one-line reason. Anything else: 404.
     """
-    registry = CollectorRegistry()
-    registry.register(StreamCollector(snapshot))
-    server, _ = start_http_server(port, addr=addr, registry=registry)
-    return server
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        snapshot: Callable[[], StreamStats],
+        stale_after_s: float = READY_STALE_AFTER_S,
+    ) -> None:
+        self.address_family = _address_family(*address)
+        super().__init__(address, _ProbeHandler)
+        self.snapshot = snapshot
+        self.stale_after_s = stale_after_s
+        self.registry = CollectorRegistry()
+        self.registry.register(StreamCollector(snapshot, stale_after_s=stale_after_s))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def readiness(self) -> Readiness:
+        return readiness(self.snapshot(), time.time(), self.stale_after_s)
+
+    def start(self) -> MetricsServer:
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="idproxy-metrics", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self.shutdown()
+        self.server_close()
+
+
+def _address_family(host: str, port: int) -> socket.AddressFamily:
+    """IPv6 for an IPv6 host (``::1``), IPv4 otherwise."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    return infos[0][0]
+
+
+class _ProbeHandler(BaseHTTPRequestHandler):
+    server: MetricsServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            self._reply(200, b"ok\n")
+        elif path == "/readyz":
+            ready = self.server.readiness()
+            self._reply(200 if ready.ready else 503, f"{ready.reason}\n".encode())
+        else:
+            self._reply(404, b"not found: /metrics, /healthz and /readyz are served here\n")
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:
+        logger.debug("metrics http: " + format, *args)
+
+
+def serve_metrics(
+    port: int,
+    snapshot: Callable[[], StreamStats],
+    addr: str = "127.0.0.1",
+    stale_after_s: float = READY_STALE_AFTER_S,
+) -> MetricsServer:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` for ``snapshot`` on ``addr:port``
+    (``port`` 0: a free one, see ``server.port``) from a daemon thread.
+
+    Returns the running server; ``stop()`` it (shutdown and close) to release the port. A port
+    that cannot be bound raises ``OSError`` here, before anything else starts.
+    """
+    return MetricsServer((addr, port), snapshot, stale_after_s).start()

@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,15 +30,21 @@ from pathlib import Path
 import ray
 
 from idproxy_stream.artifacts import BundleLayout
+from idproxy_stream.cluster.local_ray import ensure_ray
 from idproxy_stream.cluster.placement import placement
-from idproxy_stream.config import AppConfig, RayConfig, WorkerPoolConfig, with_updates
+from idproxy_stream.config import AppConfig, WorkerPoolConfig, with_updates
 from idproxy_stream.encoders.contract import configured_contract, describe_mismatch
 from idproxy_stream.encoders.registry import encoder_fingerprint
 from idproxy_stream.process import ProcessSetup
 from idproxy_stream.proxy.model import ProxyModelError, read_proxy_manifest
 from idproxy_stream.proxy.registry import latest_version, version_directory
 from idproxy_stream.stream.actors import ActorSpec
-from idproxy_stream.stream.metrics import StreamStats, merge_stats, serve_metrics
+from idproxy_stream.stream.metrics import (
+    READY_STALE_AFTER_S,
+    StreamStats,
+    merge_stats,
+    serve_metrics,
+)
 from idproxy_stream.stream.preflight import (
     check_serving_version,
     check_stream_services,
@@ -70,26 +75,6 @@ def absolute_paths(config: AppConfig) -> AppConfig:
         ),
         encoder=with_updates(config.encoder, images=with_updates(images, allowed_roots=roots)),
     )
-
-
-def ensure_ray(config: RayConfig) -> bool:
-    """Connect to Ray (``config.address``) or start a local one; True if started here."""
-    if ray.is_initialized():
-        return False
-    local = config.address is None
-    if local:
-        # Ray 2.60 enables token auth by default; a private local cluster does not need it.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(
-        address=config.address,
-        num_cpus=config.num_cpus if local else None,
-        namespace=config.namespace,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        configure_logging=False,  # Ray's own messages go through this process's handlers
-        _temp_dir=str(config.temp_dir.resolve()) if local and config.temp_dir else None,
-    )
-    return True
 
 
 def bundle_problem(config: AppConfig, version: str | None = None) -> str | None:
@@ -260,18 +245,24 @@ class StreamJob:
             return
         try:
             self._metrics_server = serve_metrics(
-                stream.metrics_port, self.snapshot, stream.metrics_host
+                stream.metrics_port,
+                self.snapshot,
+                stream.metrics_host,
+                stale_after_s=max(READY_STALE_AFTER_S, 3 * stream.status_interval_s),
             )
         except OSError as error:
             raise port_in_use(
                 stream.metrics_port, "stream.metrics_port", stream.metrics_host, error
             ) from None
-        logger.info("metrics on http://%s:%d/metrics", stream.metrics_host, stream.metrics_port)
+        logger.info(
+            "metrics on http://%s:%d/metrics (probes /healthz, /readyz)",
+            stream.metrics_host,
+            self._metrics_server.port,
+        )
 
     def _stop_metrics(self) -> None:
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
+            self._metrics_server.stop()
             self._metrics_server = None
 
     # -------------------------------------------------------------------------- monitor
@@ -300,8 +291,8 @@ class StreamJob:
             except ray.exceptions.RayError as error:
                 reason = f"{type(error).__name__}: {error}"
             logger.error("%s ended (%s): starting a new one", source.name, reason)
-            if source.last_stats is not None:
-                self._retired.append(source.last_stats)
+            if source.last_stats is not None:  # its totals stay; its gauges end with it
+                self._retired.append(source.last_stats.retired())
             try:
                 ray.kill(source.handle, no_restart=True)
             except Exception as error:

@@ -154,6 +154,7 @@ class ProxySink:
             encode_seconds=batch.encode_seconds,
             write_seconds=time.perf_counter() - started,
             status_counts=counts,
+            refused_versions=batch.refused_versions,
         )
 
     def _publish(self, records: list[ProxyRecord]) -> None:

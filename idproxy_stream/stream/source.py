@@ -152,9 +152,12 @@ class StreamSource:
             stats.paused, stats.pauses = backpressure.paused, backpressure.pauses
             stats.resumes = backpressure.resumes
             stats.retries = dispatcher.resends
+            stats.bisections = dispatcher.bisections
             stats.sink_errors = dispatcher.sink_errors
+            stats.stalls = dispatcher.stalls
             stats.restarts["worker"] = sum(slot.restarts for slot in dispatcher.workers)
             stats.restarts["sink"] = dispatcher.sink.restarts
+            stats.taken_at = time.time()
             return copy.deepcopy(stats)
 
     def assigned_partitions(self) -> set[int]:
@@ -339,6 +342,7 @@ class StreamSource:
             stats.batch_size.observe(outcome.batch_size)
             stats.encode_seconds.observe(outcome.encode_seconds)
             stats.model_version = outcome.model_version
+            stats.refused_model_versions.update(outcome.refused_versions)
             stats.last_write_at = now
             for row in outcome.written:
                 stats.proxies_out[row.status] += 1

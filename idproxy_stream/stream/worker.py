@@ -25,7 +25,8 @@ text fields and the ID space; the weights against the SHA-256 its manifest recor
 from the next batch on. A version aligned to another ID space (a retrained ranker: ``idproxy
 realign`` swaps the bundle's ID space in before it moves ``LATEST``) brings the bundle's current
 ID space with it, mature items included. A damaged version (truncated weights, a broken
-manifest) is refused once — logged and counted in ``refused_versions`` — and never fails a
+manifest) is refused once — logged, counted in ``refused_versions`` and named in every later
+batch's ``refused_versions`` (so the source counts it for ``/metrics``) — and never fails a
 batch; the current one keeps serving. Each batch carries the version that produced it, so every
 stored row names its model. A backfill pins one version instead
 (``WorkerSettings.model_version``): it is loaded once and never swapped.
@@ -136,6 +137,7 @@ class ProxyWorker:
         self.manifest: ProxyManifest | None = None
         self._refused_version: str | None = None
         self.refused_versions = 0  # versions published while running that failed to load
+        self.refused_version_names: set[str] = set()  # reported with each batch
         self._refusal: str | None = None
         self._next_model_check = 0.0
         if settings.model_version is not None:
@@ -193,6 +195,7 @@ class ProxyWorker:
         except Exception as error:  # any damage to a new version: refuse it, keep serving
             self._refused_version, self._refusal = version, str(error)
             self.refused_versions += 1
+            self.refused_version_names.add(version)
             logger.error(
                 "model version %s not loaded, still serving %s: %s",
                 version,
@@ -302,6 +305,7 @@ class ProxyWorker:
             id_space_fingerprint=manifest.id_space_fingerprint,
             batch_size=len(items),
             encode_seconds=time.perf_counter() - started,
+            refused_versions=tuple(sorted(self.refused_version_names)),
         )
 
     def _content(self, item: WorkItem) -> tuple[ContentItem, Rejection | None]:

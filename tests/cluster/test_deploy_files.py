@@ -65,3 +65,74 @@ def test_cluster_config_keeps_every_path_on_shared_storage():
     assert all(str(path).startswith("/shared/") for path in paths)
     assert config.ray.address is None  # jobs join the cluster that runs them (RAY_ADDRESS)
     assert config.kafka.sasl_password_env and config.store.redis.password_env
+
+
+def exported_metrics() -> tuple[set[str], set[str]]:
+    """Every sample name (``_total``, ``_bucket`` ... included) and label the stream's collector
+    exports, from a snapshot in which every labelled family has a sample."""
+    from prometheus_client import CollectorRegistry
+
+    from idproxy_stream.stream.metrics import StreamCollector, StreamStats
+
+    stats = StreamStats(events_in=1, assigned=(0,), lag={0: 1}, refused_model_versions={"v2"})
+    stats.proxies_out["ok"] = 1
+    stats.rows_by_version["v1"] = 1
+    stats.dead_letters["not_json"] = 1
+    stats.restarts["worker"] = 1
+    registry = CollectorRegistry()
+    registry.register(StreamCollector(lambda: stats))
+    names, labels = set(), set()
+    for family in registry.collect():
+        for sample in family.samples:
+            names.add(sample.name)
+            labels |= set(sample.labels)
+    return names, labels
+
+
+METRIC_NAME = re.compile(r"\bidproxy_[A-Za-z0-9_]+")
+GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+PROMETHEUS_LABELS = {"instance", "job", "pod"}  # added by the scrape, not the job
+
+
+def dashboard_expressions() -> list[str]:
+    import json
+
+    dashboard = json.loads((DEPLOY / "grafana" / "idproxy-stream.json").read_text())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            expressions.append(variable["query"]["query"])
+    return expressions
+
+
+def alert_expressions() -> dict[str, str]:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "idproxy-stream-alerts.yml").read_text())
+    return {rule["alert"]: rule["expr"] for group in rules["groups"] for rule in group["rules"]}
+
+
+def test_the_dashboard_and_alerts_use_only_metrics_and_labels_the_job_exports():
+    names, labels = exported_metrics()
+    alerts = alert_expressions()
+    expressions = dashboard_expressions() + list(alerts.values())
+    used = {name for expression in expressions for name in METRIC_NAME.findall(expression)}
+    assert used and used <= names, sorted(used - names)
+    grouped = {
+        label.strip()
+        for expression in expressions
+        for clause in GROUPING.findall(expression)
+        for label in clause.split(",")
+        if label.strip()
+    }
+    assert grouped <= labels | PROMETHEUS_LABELS, sorted(grouped - labels - PROMETHEUS_LABELS)
+    wanted = {  # what issue 12 asks to watch
+        "idproxy_stream_ready",
+        "idproxy_stream_consumer_lag",
+        "idproxy_stream_dead_letters_total",
+        "idproxy_stream_sink_errors_total",
+        "idproxy_stream_actor_restarts_total",
+        "idproxy_stream_refused_model_versions_total",
+    }
+    assert wanted <= {n for e in alerts.values() for n in METRIC_NAME.findall(e)}
+    panels = {n for e in dashboard_expressions() for n in METRIC_NAME.findall(e)}
+    assert wanted - {"idproxy_stream_refused_model_versions_total"} <= panels
+    assert "idproxy_stream_end_to_end_latency_seconds_bucket" in panels

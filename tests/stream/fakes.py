@@ -94,6 +94,7 @@ class FakeSink:
         self.script, self.runtime, self.void_ids = list(script), runtime, void_ids
         self.written: list[int] = []  # item ids, every time one is written
         self.writes = 0
+        self.refused_versions: tuple[str, ...] = ()  # what the worker reported refusing
         self.write = FakeMethod(self._write)
         self.close = FakeMethod(lambda: self.runtime.ref())
 
@@ -116,7 +117,10 @@ class FakeSink:
             if i.event.item_id in self.void_ids
         )
         self.written += [row.item_id for row in rows]
-        return self.runtime.ref(value=BatchOutcome(rows, refused, "v1", len(items), 0.0, 0.0))
+        outcome = BatchOutcome(
+            rows, refused, "v1", len(items), 0.0, 0.0, refused_versions=self.refused_versions
+        )
+        return self.runtime.ref(value=outcome)
 
 
 class FakeSlot:

@@ -234,3 +234,36 @@ def test_three_worker_deaths_in_a_row_dead_letter_nothing() -> None:
     assert not [r for r in results if isinstance(r, GaveUp)]
     written = sorted(i.offset for r in results if isinstance(r, Written) for i in r.batch.items)
     assert written == list(range(64))
+
+
+def test_a_failing_sink_is_a_stall_from_its_first_error_until_a_batch_is_written() -> None:
+    dispatch, clock = dispatcher(sink_scripts=[["raise", "raise"]], backoff=Backoff(0.5, 4.0, 0))
+    wall = Clock()
+    dispatch.wall_clock = wall
+    dispatch.submit(batch(1))
+    wall.now = 100.0
+    dispatch.collect(wait_s=0.0)  # encoded: sent to the sink
+    dispatch.collect(wait_s=0.0)  # the sink raised
+    assert dispatch.stalls == {"sink_failing": 100.0}
+    wall.now = 101.0
+    clock.now = dispatch.retries[0].not_before
+    dispatch.resend_due()
+    dispatch.collect(wait_s=0.0)
+    dispatch.collect(wait_s=0.0)  # raised again: the stall keeps its start
+    assert dispatch.sink_errors == 2 and dispatch.stalls == {"sink_failing": 100.0}
+    [result] = run(dispatch, clock)
+    assert isinstance(result, Written) and dispatch.stalls == {}
+
+
+def test_a_replaced_actor_is_a_stall_while_its_batch_waits_and_none_once_idle() -> None:
+    dispatch, clock = dispatcher(worker_scripts=[["die"], []])
+    dispatch.wall_clock = lambda: 50.0
+    dispatch.submit(batch(1))
+    dispatch.collect(wait_s=0.0)  # the worker died and was replaced; the batch waits
+    assert dispatch.busy and dispatch.stalls == {"worker_replaced": 50.0}
+    [result] = run(dispatch, clock)
+    assert isinstance(result, Written) and dispatch.stalls == {}
+    abandoned, clock = dispatcher(sink_scripts=[["die"], []], is_current=lambda ticket: False)
+    abandoned.submit(batch(2))
+    run(abandoned, clock)  # the sink died; its batch was abandoned meanwhile, nothing is resent
+    assert abandoned.sink.restarts == 1 and not abandoned.busy and abandoned.stalls == {}

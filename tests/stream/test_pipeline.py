@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import urllib.error
 import urllib.request
 from datetime import timedelta
 
@@ -9,6 +11,7 @@ import pyarrow.dataset as ds
 import pytest
 import ray
 
+from idproxy_stream.events import NewItemEvent
 from idproxy_stream.store.base import build_store
 from idproxy_stream.stream.broker import free_port
 from tests.stream.conftest import (
@@ -190,3 +193,46 @@ def test_a_model_trained_on_other_text_fields_is_refused_before_anything_starts(
     assert "v2-plot" in message and "\n" not in message
     assert "encoder.text_fields is ['title', 'categories', 'description'] in training" in message
     assert "but ['title', 'categories'] here" in message
+
+
+def probe(port: int, path: str) -> tuple[int, str]:
+    """Status and body of a GET on the job's metrics port (503 included)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_a_locked_store_makes_the_job_not_ready_within_seconds_and_ready_once_it_writes(
+    stream_config, start_job, tmp_path
+) -> None:
+    port = free_port()
+    store_path = tmp_path / "proxies.sqlite"
+    config = stream_config(
+        stream={"metrics_port": port, "status_interval_s": 0.5},
+        store={"sqlite": {"path": str(store_path), "busy_timeout_ms": 200}},
+    )
+    start_job(config)
+    assert probe(port, "/healthz")[0] == 200
+    wait_until(lambda: probe(port, "/readyz")[0] == 200, 30, "/readyz 200 once partitions held")
+    publish(config, [NewItemEvent(item_id=400_001, created_at=T0).to_json_bytes()])
+    wait_until(lambda: {r.item_id for r in stored_rows(config)} == {400_001}, 60, "first row")
+
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # the store is unavailable to the sink from here on
+    try:
+        publish(config, [NewItemEvent(item_id=400_002, created_at=T0).to_json_bytes()])
+        wait_until(
+            lambda: probe(port, "/readyz")[0] == 503, 30, "/readyz 503 while the store fails"
+        )
+        status, reason = probe(port, "/readyz")
+        assert status == 503 and reason.startswith("the sink has failed for "), reason
+        metrics = probe(port, "/metrics")[1]
+        assert "idproxy_stream_ready 0.0" in metrics
+        assert "idproxy_stream_sink_errors_total 0.0" not in metrics
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    wait_until(lambda: probe(port, "/readyz")[0] == 200, 60, "/readyz 200 once a batch is written")
+    assert {r.item_id for r in stored_rows(config)} == {400_001, 400_002}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ import idproxy_stream.stream.source as source_module
 from idproxy_stream.config import KafkaConfig, StreamConfig
 from idproxy_stream.events import DeadLetter, NewItemEvent
 from idproxy_stream.stream.actors import ActorSpec
+from idproxy_stream.stream.metrics import readiness
 from idproxy_stream.stream.source import SourceSettings, StreamSource
 from tests.stream.fakes import (
     FakeConsumer,
@@ -194,3 +196,37 @@ def test_records_that_used_to_kill_the_source_are_dead_lettered_and_the_loop_goe
     assert {offset: d.reason for offset, d in letters.items()} == offsets
     assert all(len(d.message) <= 300 for d in letters.values())
     assert lane.thread.is_alive()
+
+
+def test_a_failing_sink_makes_the_lane_not_ready_within_seconds_until_it_writes_again(
+    start_lane,
+) -> None:
+    lane = start_lane()
+    lane.publish(0, 1)
+    wait_until(lambda: lane.consumer.committed.get(0) == 1, 30, "the first row written")
+    assert readiness(lane.source.snapshot(), time.time()).ready
+    lane.sink.script = ["raise"] * 1_000  # the store goes down
+    lane.publish(0, 2)
+    failing_since = time.monotonic()
+    wait_until(lambda: not readiness(lane.source.snapshot(), time.time()).ready, 5, "not ready")
+    assert time.monotonic() - failing_since < 5
+    verdict = readiness(lane.source.snapshot(), time.time())
+    assert verdict.reason.startswith("the sink has failed for ")
+    assert lane.source.snapshot().sink_errors >= 1
+    lane.sink.script.clear()  # the store is back
+    wait_until(lambda: lane.consumer.committed.get(0) == 2, 30, "the row written after all")
+    assert readiness(lane.source.snapshot(), time.time()).ready
+    assert sorted(lane.sink.written) == [1, 2]
+
+
+def test_a_refused_model_version_reported_with_batches_is_counted_once(start_lane) -> None:
+    lane = start_lane()
+    lane.sink.refused_versions = ("v2",)  # every later batch names it
+    for item_id in (1, 2, 3):  # three batches, each naming v2
+        lane.publish(0, item_id)
+        wait_until(lambda n=item_id: lane.consumer.committed.get(0) == n, 30, f"row {item_id}")
+    assert lane.source.snapshot().refused_versions == 1
+    lane.sink.refused_versions = ("v2", "v3")
+    lane.publish(0, 4)
+    wait_until(lambda: lane.consumer.committed.get(0) == 4, 30, "row 4")
+    assert lane.source.snapshot().refused_model_versions == {"v2", "v3"}

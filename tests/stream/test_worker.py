@@ -237,6 +237,20 @@ def test_a_damaged_version_published_while_running_is_refused_once_and_counted(
     assert batch.model_version == "v1" and [r.item_id for r in batch.rows] == [840_001, 840_002]
 
 
+def test_every_batch_after_a_refusal_names_the_refused_version_for_the_metrics(
+    make_worker, isolated_model_dir
+) -> None:
+    worker = make_worker()
+    assert worker.encode(work_items([event(845_001)])).refused_versions == ()
+    publish_copy(isolated_model_dir, "v8")
+    weights = BundleLayout(isolated_model_dir).registry / "versions" / "v8"
+    (weights / "proxy_model.safetensors").write_bytes(b"\x00" * 16)
+    worker.refresh_model()
+    for item_id in (845_002, 845_003):
+        batch = worker.encode(work_items([event(item_id)]))
+        assert batch.model_version == "v1" and batch.refused_versions == ("v8",)
+
+
 hostile_uris = st.one_of(
     st.text(max_size=30).map(lambda path: f"file:///{path}"),
     st.text(max_size=30).map(lambda path: f"file://{path}"),
