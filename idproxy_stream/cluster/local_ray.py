@@ -23,8 +23,13 @@ from collections.abc import Iterator
 import ray
 
 from idproxy_stream.config import RayConfig
+from idproxy_stream.errors import IdProxyError
 
 LOOPBACK = "127.0.0.1"
+
+
+class LocalRayError(IdProxyError, RuntimeError):
+    """The local Ray did not come up on loopback; nothing was left listening."""
 
 
 def ensure_ray(config: RayConfig) -> bool:
@@ -50,7 +55,7 @@ def ensure_ray(config: RayConfig) -> bool:
         node_ip = ray.util.get_node_ip_address()
         if node_ip != LOOPBACK:  # a Ray whose internals moved: fail loudly, never listen wide
             ray.shutdown()
-            raise RuntimeError(
+            raise LocalRayError(
                 f"the local Ray started on {node_ip}, not {LOOPBACK}: this Ray version picks "
                 "its node IP differently; see idproxy_stream/cluster/local_ray.py"
             )
