@@ -79,3 +79,19 @@ def test_stored_features_of_other_text_fields_are_refused_with_the_setting_named
     other = training_config(staged_bundle.features_dir, encoder={"text_fields": ["title"]})
     with pytest.raises(FeatureTableError, match=r"encoder\.text_fields is \['title', 'categories'"):
         stored_features(other)
+
+
+def test_the_stage2_job_serves_the_same_ridge_blend_as_idproxy_train(staged_bundle, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(staged_bundle.model_dir, model_dir)
+    config = training_config(
+        staged_bundle.features_dir, stage2={"ridge_fallback": True, "ridge_weights": [0.5]}
+    )
+    report = run_stage2(config, model_dir, stage1_version=STAGE1_VERSION, version="blend")
+    assert report.metrics["ridge_weight"] == 0.5
+    assert report.metrics["served_model"] in ("stage1+ridge", "stage2+ridge")
+    model, manifest = load_version(BundleLayout(model_dir).registry, "blend")
+    assert model.spec.ridge_weight == 0.5 and model.ridge is not None
+    assert manifest.metrics["ridge_weight"] == 0.5
+    coarse, _ = load_version(BundleLayout(model_dir).registry, STAGE1_VERSION)
+    assert same_weights(coarse.projector, model.projector)
