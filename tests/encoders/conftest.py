@@ -4,6 +4,7 @@ checkpoint written to a temp folder), synthetic images, and a local Ray."""
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from idproxy_stream.cluster.local_ray import ensure_ray
-from idproxy_stream.config import (
-    EncoderConfig,
-    InternVLEncoderConfig,
-    RayConfig,
-    TextEncoderConfig,
-)
+from idproxy_stream.config import EncoderConfig, InternVLEncoderConfig, TextEncoderConfig
 from idproxy_stream.encoders.base import build_encoder
 from idproxy_stream.encoders.tiny_internvl import save_tiny_internvl
 
@@ -74,8 +69,12 @@ def ray_local(tmp_path_factory):
     if ray.is_initialized():
         yield ray
         return
-    ensure_ray(  # loopback only, as the jobs start theirs
-        RayConfig(num_cpus=2, temp_dir=tmp_path_factory.mktemp("ray"))
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+        logging_level="WARNING",
     )
     yield ray
     ray.shutdown()

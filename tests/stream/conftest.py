@@ -25,8 +25,7 @@ from PIL import Image
 from tests_helpers import T0, TINY_TRAINING, job_test_settings, wait_until
 
 from idproxy_stream.artifacts import BundleLayout
-from idproxy_stream.cluster.local_ray import ensure_ray
-from idproxy_stream.config import AppConfig, RayConfig, config_from_dict
+from idproxy_stream.config import AppConfig, config_from_dict
 from idproxy_stream.events import DeadLetter, NewItemEvent
 from idproxy_stream.index.id_space import IdSpace
 from idproxy_stream.store.base import build_store
@@ -59,8 +58,13 @@ def ray_cluster(tmp_path_factory):
     if ray.is_initialized():
         yield ray
         return
-    ensure_ray(  # loopback only, as the jobs start theirs
-        RayConfig(num_cpus=2, namespace="idproxy-tests", temp_dir=tmp_path_factory.mktemp("ray"))
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="idproxy-tests",
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+        logging_level="WARNING",
     )
     yield ray
     ray.shutdown()
