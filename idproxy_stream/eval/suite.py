@@ -213,7 +213,6 @@ def run_suite(
         raise SuiteError(f"--data-root {data_root} lacks files the suite needs ({described})")
     seeds = list(seeds if seeds is not None else suite.seeds)
     reports: dict[str, dict] = {}
-    started = time.perf_counter()
     methods = list(METHODS if methods is None else methods)
     oracles = list(ORACLES if oracles is None else oracles)
     for position, dataset in enumerate(chosen, 1):
@@ -241,7 +240,9 @@ def run_suite(
         reports[dataset.name]["wall_seconds"] = seconds
         write_json(folder / RUN_RECORD, {**run_key, "wall_seconds": seconds})
         say(f"[{position}/{len(chosen)}] {dataset.name}: done in {seconds:.0f} s")
-    report = build_suite_report(suite, reports, command, time.perf_counter() - started)
+    # the suite's time is its datasets' runs, read-back ones (--resume) included
+    seconds = sum(report.get("wall_seconds") or 0.0 for report in reports.values())
+    report = build_suite_report(suite, reports, command, seconds)
     write_suite_report(report, output_dir)
     return report
 

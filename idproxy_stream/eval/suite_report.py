@@ -43,6 +43,7 @@ def build_suite_report(
     totals = {key: sum(1 for entry in datasets.values() if entry["checks"][key]) for key in keys}
     return {
         "title": suite.title,
+        "not_run": [d.name for d in suite.datasets if d.name not in reports],
         "command": command,
         "suite": suite.source,
         "description": suite.description,
@@ -77,10 +78,12 @@ def render_suite_markdown(report: Mapping[str, Any]) -> str:
     if report.get("description"):
         lines += [report["description"].strip(), ""]
     lines += ["Reproduce with:", "", "```", report["command"], "```", ""]
+    if report.get("not_run"):
+        lines += [f"Datasets of the suite not in this report: {', '.join(report['not_run'])}.", ""]
     lines += [
         f"Seeds {report['seeds']}; every number is a cold-test AUC (mean ± std over seeds) or "
         "a paired per-seed difference (IDProxy minus the method, mean ± std). Wall time "
-        f"{report['wall_seconds'] / 60:.1f} min on this machine.",
+        f"{report['wall_seconds'] / 60:.1f} min on this machine (the datasets' runs summed).",
         "",
         "## Summary",
         "",
