@@ -669,7 +669,8 @@ class StoreConfig(FrozenModel):
         ge=1,
         description="the cold-start window: a proxy expires this long after its item's "
         "created_at (by then the ranker should serve the item's own ID); None = never. "
-        "Redis only (EXPIREAT on the item's keys)",
+        "Redis only (EXPIREAT on the item's keys, and on its Feast row with store.feast "
+        "online: redis); a proxy already past its window is not written",
     )
     offline_log: bool = False
     feast: FeastConfig | None = Field(

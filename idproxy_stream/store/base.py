@@ -205,7 +205,7 @@ def build_store(config: StoreConfig) -> FeatureStore:
     from idproxy_stream.store.feast import FeastOnlineWrite
 
     try:
-        return CompositeStore(online, FeastOnlineWrite(config.feast))
+        return CompositeStore(online, FeastOnlineWrite(config.feast, window_s=config.ttl_s))
     except BaseException:
         online.close()
         raise

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -150,8 +151,9 @@ class FeastOnlineWrite(FeatureStore):
 
     name = "feast"
 
-    def __init__(self, config: FeastConfig) -> None:
+    def __init__(self, config: FeastConfig, window_s: int | None = None) -> None:
         self.config = config
+        self.window_s = window_s  # store.ttl_s: the cold-start window after an item's creation
         self.redis = None
         self.sqlite: sqlite3.Connection | None = None
         if config.online == "redis":
@@ -188,8 +190,18 @@ class FeastOnlineWrite(FeatureStore):
     def _key(self, item_id: int) -> bytes:
         return entity_key_bytes(item_id, self.config.join_key, self.config.entity_key_dtype)
 
+    def expire_at(self, record: ProxyRecord) -> int:
+        """Unix seconds at which the record's Feast row expires (0 = never): its item's
+        creation plus the cold-start window, as the store it mirrors (``store.ttl_s``)."""
+        if self.window_s is None:
+            return 0
+        created = record.source_event_ts or record.computed_at
+        return int(created.timestamp()) + self.window_s
+
     def upsert(self, records: Iterable[ProxyRecord]) -> int:
         listed = checked_records(records)
+        now_s = int(time.time())
+        listed = [r for r in listed if (e := self.expire_at(r)) == 0 or e > now_s]
         if self.redis is not None:
             self._write_redis(listed)
         else:
@@ -207,7 +219,10 @@ class FeastOnlineWrite(FeatureStore):
                 for name, value in feature_values(record).items():
                     hashed = murmur3_32(f"{view}:{name}".encode())
                     fields[struct.pack("<I", hashed)] = value_bytes(value)
-                pipe.hset(self._key(record.item_id) + project, mapping=fields)
+                key = self._key(record.item_id) + project
+                pipe.hset(key, mapping=fields)
+                if expire_at := self.expire_at(record):
+                    pipe.expireat(key, expire_at)
             pipe.execute()
 
     def _write_sqlite(self, records: list[ProxyRecord]) -> None:

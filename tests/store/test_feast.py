@@ -122,6 +122,32 @@ def test_feast_reads_our_rows_from_redis(feast_python, tmp_path, redis_url, redi
             redis_client.delete(key)
 
 
+def test_feast_rows_in_redis_expire_with_the_cold_start_window(
+    redis_url, redis_client, redis_prefix
+):
+    """``store.ttl_s`` expires the Feast row like the store's own keys: EXPIREAT at the item's
+    creation plus the window; a row already past its window is not written."""
+    from idproxy_stream.store.feast import entity_key_bytes
+
+    feast = FeastConfig(online="redis", redis_url=redis_url, project="idproxy-ttl")
+    key = entity_key_bytes(101, "item_id", "int64") + b"idproxy-ttl"
+    try:
+        window = 20 * 365 * 86_400  # the records are stamped in 2026: alive for the test
+        ours = {"online": "redis", "redis": {"url": redis_url, "key_prefix": redis_prefix}}
+        config = StoreConfig(**ours, feast=feast, ttl_s=window)
+        with build_store(config) as store:
+            store.upsert([make_record(101, "v7", event_s=60.0)])
+        expected = int(T0.timestamp()) + 60 + window
+        assert redis_client.execute_command("EXPIRETIME", key) == expected
+        redis_client.delete(key)
+        past = StoreConfig(**ours, feast=feast, ttl_s=86_400)
+        with build_store(past) as store:
+            store.upsert([make_record(101, "v7", event_s=60.0)])
+        assert not redis_client.exists(key)
+    finally:
+        redis_client.delete(key)
+
+
 def test_a_wrong_entity_dtype_fails_at_load_naming_the_setting():
     from idproxy_stream.config import ConfigError, config_from_dict
 
