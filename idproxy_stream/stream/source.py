@@ -37,19 +37,13 @@ from idproxy_stream.events import DeadLetterReason, InvalidEventError, decode_ne
 from idproxy_stream.stream.actors import ActorSlot, ActorSpec
 from idproxy_stream.stream.backpressure import Backpressure
 from idproxy_stream.stream.batching import DynamicBatcher
-from idproxy_stream.stream.clients import make_consumer, make_dead_letter_producer
+from idproxy_stream.stream.clients import make_consumer, make_producer
 from idproxy_stream.stream.dispatch import ActorDispatcher, Batch, GaveUp, RetryPolicy, Written
-from idproxy_stream.stream.driver_watch import CHECK_INTERVAL_S, DriverWatch
 from idproxy_stream.stream.ledger import InFlightLedger
 from idproxy_stream.stream.messages import Rejection, WorkItem
 from idproxy_stream.stream.metrics import StreamStats
 from idproxy_stream.stream.offsets import Ticket
-from idproxy_stream.stream.outbox import (
-    DeadLetterOutbox,
-    PendingLetter,
-    dead_letter_for,
-    dead_letter_key,
-)
+from idproxy_stream.stream.outbox import DeadLetterOutbox, PendingLetter, dead_letter_for
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -65,12 +59,10 @@ COLLECT_WAIT_S = 0.02
 
 
 class SourceSettings(FrozenModel):
-    """What a source reads: the Kafka section and the stream section; ``driver``, the driver
-    process to outlive by at most ``driver_watch.CHECK_INTERVAL_S`` (None: Ray alone)."""
+    """What a source reads: the Kafka section and the stream section."""
 
     kafka: KafkaConfig
     stream: StreamConfig
-    driver: DriverWatch | None = None
 
 
 class _RebalanceListener(ConsumerRebalanceListener):
@@ -109,7 +101,6 @@ class StreamSource:
         name: str = "source-0",
     ) -> None:
         self.kafka, self.settings = settings.kafka, settings.stream
-        self.driver = settings.driver
         self.name = name
         stream = self.settings
         self._stats_lock = threading.Lock()
@@ -194,7 +185,7 @@ class StreamSource:
         kafka = self.kafka
         self.consumer = make_consumer(kafka, self.name)
         self.consumer.subscribe([kafka.topic], listener=_RebalanceListener(self))
-        producer = make_dead_letter_producer(kafka, f"{self.name}-dlq")
+        producer = make_producer(kafka, f"{self.name}-dlq")
         self.outbox = DeadLetterOutbox(
             producer,
             kafka.dead_letter_topic,
@@ -203,22 +194,9 @@ class StreamSource:
             fatal_errors=(MessageSizeTooLargeError,),
         )
         drain_deadline: float | None = None
-        driver = self._watchable_driver()
-        next_driver_check = 0.0
         logger.info("%s: consuming %s as group %s", self.name, kafka.topic, kafka.group_id)
         try:
             while True:
-                if driver is not None and time.monotonic() >= next_driver_check:
-                    next_driver_check = time.monotonic() + CHECK_INTERVAL_S
-                    if driver.driver_gone():
-                        logger.error(
-                            "%s: the driver (pid %d) is gone: stopping; %d in-flight records "
-                            "will be re-read from the last commit",
-                            self.name,
-                            driver.pid,
-                            self.ledger.in_flight,
-                        )
-                        break
                 if self._stop_requested.is_set():
                     if not self._drain_on_stop or not self.ledger.in_flight:
                         break
@@ -246,16 +224,6 @@ class StreamSource:
         finally:
             self._close(producer)
         return self.snapshot()
-
-    def _watchable_driver(self) -> DriverWatch | None:
-        """The driver to watch, when this actor runs on its node (else Ray alone ends it)."""
-        if self.driver is None:
-            return None
-        import ray
-
-        if not self.driver.watchable_from(ray.get_runtime_context().get_node_id()):
-            return None
-        return self.driver
 
     def _poll(self, draining: bool) -> None:
         """Steps 1 and 2: backpressure, then hold and decode what one poll returns."""
@@ -416,9 +384,10 @@ class StreamSource:
         held = self.ledger.held(ticket)
         if held is None:
             return None
-        prefix_bytes = self.kafka.dead_letter_value_bytes
-        letter = dead_letter_for(held, rejection, self.kafka.topic, model_version, prefix_bytes)
-        return PendingLetter(ticket, letter, dead_letter_key(held.key, prefix_bytes))
+        letter = dead_letter_for(
+            held, rejection, self.kafka.topic, model_version, self.kafka.dead_letter_value_bytes
+        )
+        return PendingLetter(ticket, letter, held.key)
 
     def _complete_dead_letters(self) -> None:
         """Complete the records whose dead letters the broker acknowledged, or that the outbox
