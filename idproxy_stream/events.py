@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import (
@@ -609,6 +609,8 @@ DeadLetterStage = Literal["decode", "worker", "sink"]
 
 DEAD_LETTER_VALUE_BYTES = 4_096
 DEAD_LETTER_MESSAGE_CHARS = 1_000
+# The longest model version a letter names (proxy/model.py: VERSION_PATTERN, 1 + 127 characters).
+DEAD_LETTER_MODEL_VERSION_CHARS = 128
 
 
 class DeadLetter(BaseModel):
@@ -678,6 +680,32 @@ class DeadLetter(BaseModel):
             value_truncated=len(value) > prefix_bytes,
             failed_at=datetime.now(UTC),
         )
+
+    @classmethod
+    def max_json_bytes(cls, topic: str, prefix_bytes: int = DEAD_LETTER_VALUE_BYTES) -> int:
+        """The most bytes :meth:`to_json_bytes` can give for a letter about ``topic`` that keeps
+        ``prefix_bytes`` of its record: every field at its longest — a message of control
+        characters (each escaped to six bytes), int64 extremes, the longest reason and stage,
+        the longest model version, a key and a value prefix of ``prefix_bytes`` each."""
+        prefix = base64.b64encode(bytes(prefix_bytes)).decode("ascii")
+        longest = cls(
+            reason=max(DeadLetterReason, key=len),
+            message="\x01" * DEAD_LETTER_MESSAGE_CHARS,
+            stage=max(get_args(DeadLetterStage), key=len),
+            topic=topic,
+            partition=INT64_MAX,
+            offset=INT64_MAX,
+            timestamp_ms=INT64_MIN,
+            item_id=INT64_MIN,
+            model_version="v" * DEAD_LETTER_MODEL_VERSION_CHARS,
+            key_base64=prefix,
+            value_base64=prefix,
+            value_bytes=INT64_MAX,
+            value_sha256="0" * 64,
+            value_truncated=False,
+            failed_at=datetime.max.replace(tzinfo=UTC),
+        )
+        return len(longest.to_json_bytes())
 
     @property
     def original_value(self) -> bytes:

@@ -20,12 +20,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from idproxy_stream.config import ConfigError, KafkaConfig, resolve_secret
+from idproxy_stream.events import DeadLetter
 
 # kafka-python emits many DeprecationWarnings on import under Python 3.11.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+    from kafka.record.legacy_records import LegacyRecordBatchBuilder
 
+# Kafka's default broker limit on a record batch (``message.max.bytes``, which a topic's
+# ``max.message.bytes`` inherits): a dead letter over it would be refused by such a broker.
+KAFKA_DEFAULT_MESSAGE_MAX_BYTES = 1_048_588
 # Settings that are secrets: given literally in a config they would be stored with it.
 SECRET_SETTINGS = frozenset({"sasl_plain_password", "ssl_password", "sasl_oauth_token"})
 # Settings the stream's delivery guarantees rest on, whatever the config says.
@@ -128,21 +134,50 @@ def consumer_settings(
     )
 
 
+def dead_letter_record_bytes(config: KafkaConfig) -> int:
+    """The serialized size of the largest dead-letter record the source can send: the
+    largest letter (:meth:`DeadLetter.max_json_bytes` for ``kafka.topic`` and
+    ``kafka.dead_letter_value_bytes``) as the value, a key of at most
+    ``dead_letter_value_bytes`` (``outbox.dead_letter_key``), in the record format with the
+    most overhead kafka-python may use (v2, or v1 wrapped for compression)."""
+    prefix = config.dead_letter_value_bytes
+    key, value = bytes(prefix), bytes(DeadLetter.max_json_bytes(config.topic, prefix))
+    return max(
+        DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []),
+        LegacyRecordBatchBuilder.estimate_size_in_bytes(1, "gzip", key, value),
+    )
+
+
+def dead_letter_request_bytes(config: KafkaConfig) -> int:
+    """``max_request_size`` of the dead-letter producer: what its largest record needs
+    (:func:`dead_letter_record_bytes`, about 22 kB with the default 4 KiB prefix), never more
+    than Kafka's default broker limit (:data:`KAFKA_DEFAULT_MESSAGE_MAX_BYTES`). A letter over
+    that (a prefix over about 280 kB) is refused at once and given up, as such a broker would
+    refuse it."""
+    return min(dead_letter_record_bytes(config), KAFKA_DEFAULT_MESSAGE_MAX_BYTES)
+
+
 def producer_settings(
-    config: KafkaConfig, client_suffix: str = "producer", one_record_per_batch: bool = False
+    config: KafkaConfig,
+    client_suffix: str = "producer",
+    one_record_per_batch: bool = False,
+    max_request_size: int | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of a producer that waits for all replicas.
 
     ``one_record_per_batch`` sends every record in its own produce batch (slower). Use it
     against the embedded tansu broker when exact end offsets matter: tansu reports a
     partition's end as the last *batch's* base offset + 1 (measured; see ENV_NOTES).
+    ``max_request_size`` defaults to what an event of ``kafka.max_event_bytes`` needs.
     """
     batching: dict[str, Any] = {"linger_ms": config.producer_linger_ms}
     if one_record_per_batch:
         batching = {"linger_ms": 0, "batch_size": 1}
+    if max_request_size is None:
+        max_request_size = max(config.max_event_bytes * 2, 1_048_576)
     settings = {
         "acks": "all",
-        "max_request_size": max(config.max_event_bytes * 2, 1_048_576),
+        "max_request_size": max_request_size,
         **batching,
         **common_settings(config, client_suffix),
     }
@@ -172,6 +207,15 @@ def make_producer(
 ) -> KafkaProducer:
     """A producer that waits for all replicas (see :func:`producer_settings`)."""
     return KafkaProducer(**producer_settings(config, client_suffix, one_record_per_batch))
+
+
+def make_dead_letter_producer(config: KafkaConfig, client_suffix: str = "dlq") -> KafkaProducer:
+    """The source's dead-letter producer, sized from the letters it sends
+    (:func:`dead_letter_request_bytes`), not from ``kafka.max_event_bytes``."""
+    settings = producer_settings(
+        config, client_suffix, max_request_size=dead_letter_request_bytes(config)
+    )
+    return KafkaProducer(**settings)
 
 
 def make_admin(config: KafkaConfig, **overrides: Any) -> KafkaAdminClient:

@@ -66,6 +66,13 @@ def dead_letter_for(
     )
 
 
+def dead_letter_key(key: bytes | None, prefix_bytes: int = DEAD_LETTER_VALUE_BYTES) -> bytes | None:
+    """The Kafka key of a record's dead letter: the record's key, cut to the letter's prefix
+    like ``key_base64``, so that every letter fits the dead-letter producer's request size
+    (``clients.dead_letter_request_bytes``) whatever the record's key."""
+    return None if key is None else key[:prefix_bytes]
+
+
 @dataclass
 class PendingLetter:
     """A dead letter on its way to the broker; ``sends`` counts the tries so far.

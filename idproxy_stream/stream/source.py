@@ -37,13 +37,18 @@ from idproxy_stream.events import DeadLetterReason, InvalidEventError, decode_ne
 from idproxy_stream.stream.actors import ActorSlot, ActorSpec
 from idproxy_stream.stream.backpressure import Backpressure
 from idproxy_stream.stream.batching import DynamicBatcher
-from idproxy_stream.stream.clients import make_consumer, make_producer
+from idproxy_stream.stream.clients import make_consumer, make_dead_letter_producer
 from idproxy_stream.stream.dispatch import ActorDispatcher, Batch, GaveUp, RetryPolicy, Written
 from idproxy_stream.stream.ledger import InFlightLedger
 from idproxy_stream.stream.messages import Rejection, WorkItem
 from idproxy_stream.stream.metrics import StreamStats
 from idproxy_stream.stream.offsets import Ticket
-from idproxy_stream.stream.outbox import DeadLetterOutbox, PendingLetter, dead_letter_for
+from idproxy_stream.stream.outbox import (
+    DeadLetterOutbox,
+    PendingLetter,
+    dead_letter_for,
+    dead_letter_key,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -185,7 +190,7 @@ class StreamSource:
         kafka = self.kafka
         self.consumer = make_consumer(kafka, self.name)
         self.consumer.subscribe([kafka.topic], listener=_RebalanceListener(self))
-        producer = make_producer(kafka, f"{self.name}-dlq")
+        producer = make_dead_letter_producer(kafka, f"{self.name}-dlq")
         self.outbox = DeadLetterOutbox(
             producer,
             kafka.dead_letter_topic,
@@ -384,10 +389,9 @@ class StreamSource:
         held = self.ledger.held(ticket)
         if held is None:
             return None
-        letter = dead_letter_for(
-            held, rejection, self.kafka.topic, model_version, self.kafka.dead_letter_value_bytes
-        )
-        return PendingLetter(ticket, letter, held.key)
+        prefix_bytes = self.kafka.dead_letter_value_bytes
+        letter = dead_letter_for(held, rejection, self.kafka.topic, model_version, prefix_bytes)
+        return PendingLetter(ticket, letter, dead_letter_key(held.key, prefix_bytes))
 
     def _complete_dead_letters(self) -> None:
         """Complete the records whose dead letters the broker acknowledged, or that the outbox

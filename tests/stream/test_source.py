@@ -76,7 +76,9 @@ def start_lane(monkeypatch) -> Iterator:
 
         monkeypatch.setattr(source_module, "ActorSlot", slot)
         monkeypatch.setattr(source_module, "make_consumer", lambda kafka, name: consumer)
-        monkeypatch.setattr(source_module, "make_producer", lambda kafka, name: producer)
+        monkeypatch.setattr(
+            source_module, "make_dead_letter_producer", lambda kafka, name: producer
+        )
         settings = SourceSettings(
             kafka=KafkaConfig(topic=TOPIC, dead_letter_topic=f"{TOPIC}.dlq"),
             stream=StreamConfig(
