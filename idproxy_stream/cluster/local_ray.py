@@ -22,8 +22,11 @@ from collections.abc import Iterator
 
 import ray
 
+from idproxy_stream.cluster.reaper import start_reaper
 from idproxy_stream.config import RayConfig
 from idproxy_stream.errors import IdProxyError
+
+logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 
@@ -59,7 +62,19 @@ def ensure_ray(config: RayConfig) -> bool:
                 f"the local Ray started on {node_ip}, not {LOOPBACK}: this Ray version picks "
                 "its node IP differently; see idproxy_stream/cluster/local_ray.py"
             )
+        _reap_with_this_process()
     return True
+
+
+def _reap_with_this_process() -> None:
+    """End every process of the local Ray when this one ends, even by SIGKILL (``reaper.py``:
+    Ray's agents outlive a killed driver otherwise)."""
+    node = ray._private.worker.global_worker.node
+    session_dir = None if node is None else node.get_session_dir_path()
+    if not session_dir or not os.path.isdir("/proc"):
+        logger.warning("no reaper for the local Ray: its agents may outlive a killed driver")
+        return
+    start_reaper(session_dir)
 
 
 @contextlib.contextmanager

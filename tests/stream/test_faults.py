@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import yaml
 from idproxy_stream.config import with_updates
 from idproxy_stream.stream.publish import publish_events
 from idproxy_stream.stream.topics import committed_offsets
+from tests.cluster.conftest import end_processes, session_processes
 from tests.stream.conftest import (
     Mix,
     assert_exactly_once_effect,
@@ -286,3 +288,46 @@ def test_fault_a_damaged_version_published_while_running_is_refused_and_nothing_
     assert_exactly_once_effect(config, joined(first, second), reports)
     assert {row.model_version for row in stored_rows(config)} == {"v1"}
     assert job.refresh().restarts["worker"] == 1
+
+
+def test_fault_a_sigkilled_driver_takes_every_process_of_its_local_ray_with_it(
+    stream_config, tmp_path
+) -> None:
+    """Issue 12: after `idproxy stream` (with its own local Ray) was SIGKILLed, its actors
+    wrote for seconds and Ray's dashboard and runtime-env agents lived on (40 s and more), so
+    repeated crashes leaked processes. Now its reaper ends every process of that Ray at once:
+    none of the job's processes is left within seconds, and the store stops changing."""
+    config = stream_config(stream={"max_batch_size": 4})
+    ray_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths are short
+    raw = config.model_dump(mode="json")
+    raw["ray"] = {**raw["ray"], "num_cpus": 2, "temp_dir": str(ray_dir)}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    mix = Mix()
+    mix.add_valid(range(10_000_000, 10_003_000))  # a backlog it is still working on when killed
+    publish(config, mix.payloads)
+    log = (tmp_path / "stream.log").open("wb")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "idproxy_stream.cli", "stream", "--config", str(path)],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: len(stored_rows(config)) >= 20, 240, "the job to write rows")
+        assert len(session_processes(child.pid)) >= 5  # driver, GCS, raylet, agents, actors
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        killed_at = time.monotonic()
+        wait_until(lambda: not session_processes(child.pid), 10, "no process of the job left")
+        gone_after_s = time.monotonic() - killed_at
+        rows = len(stored_rows(config))
+        committed = committed_offsets(config.kafka, config.kafka.topic)
+    finally:
+        child.kill()
+        end_processes(session_processes(child.pid))
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert gone_after_s < 5, f"the job's processes outlived its driver by {gone_after_s:.1f} s"
+    assert rows < len(mix.payloads), "the job finished before the kill: not mid-stream"
+    # Nothing of the job is left to write or commit: what it left stays as it was.
+    assert len(stored_rows(config)) == rows
+    assert committed_offsets(config.kafka, config.kafka.topic) == committed
