@@ -9,13 +9,16 @@ dead-letter topic with its reason and original bytes.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import ray
@@ -26,6 +29,7 @@ from idproxy_stream.stream.publish import publish_events
 from idproxy_stream.stream.topics import committed_offsets
 from tests.cluster.conftest import end_processes, session_processes
 from tests.stream.conftest import (
+    T0,
     Mix,
     assert_exactly_once_effect,
     bad_records,
@@ -331,3 +335,73 @@ def test_fault_a_sigkilled_driver_takes_every_process_of_its_local_ray_with_it(
     # Nothing of the job is left to write or commit: what it left stays as it was.
     assert len(stored_rows(config)) == rows
     assert committed_offsets(config.kafka, config.kafka.topic) == committed
+
+
+def padded_event(item_id: int, total_bytes: int) -> bytes:
+    """A valid event of exactly ``total_bytes``, padded with a field the schema ignores."""
+    fields = {"item_id": item_id, "created_at": T0.isoformat(), "title": f"film {item_id}"}
+    bare = len(json.dumps({**fields, "padding": ""}).encode())
+    return json.dumps({**fields, "padding": "p" * (total_bytes - bare)}).encode()
+
+
+def poisoned_records(mix: Mix, config, tmp_path: Path, bundle, base_id: int) -> None:
+    """Every class of bad record the stream knows, each with the reason of its dead letter."""
+    bad_records(mix, tmp_path / "images", bundle, base_id)  # bad images, NaN, mature, ...
+    for value, reason in POISON:  # 5,000-digit id, deep nesting, created_at range, 2 MB
+        mix.add(value, reason)
+    limit = config.kafka.max_event_bytes
+    mix.add(padded_event(base_id + 20, limit), None, base_id + 20)  # at the limit: valid
+    mix.add(padded_event(base_id + 21, limit + 1), "event_too_large")
+    nul = event(base_id + 22, image_uri="file:///x.png%00.jpg").to_json_bytes()
+    mix.add(nul, "image_invalid")
+    for value, reason in [
+        (b"", "not_json"),
+        (b'{"item_id": 23, "created_at": 1, "title": "\xc3\x28"}', "not_json"),
+        (b'{"a":' * 30_000 + b"1" + b"}" * 30_000, "not_json"),
+        (b"null", "wrong_shape"),
+        (b'{"item_id": 24}', "missing_field"),
+        (b'{"item_id": "25", "created_at": 1}', "wrong_shape"),
+        (b'{"item_id": true, "created_at": 1}', "wrong_shape"),
+        (b'{"item_id": 26, "created_at": 1, "title": 5}', "wrong_shape"),
+        (b'{"item_id": 27, "created_at": 1, "tags": "drama"}', "wrong_shape"),
+        (b'{"item_id": 28, "created_at": "2026-01-01T00:00:00"}', "wrong_shape"),
+        (b'{"item_id": 29, "created_at": "1899-12-31T00:00:00Z"}', "created_at_out_of_range"),
+        (b'{"item_id": 30, "created_at": Infinity}', "non_finite_number"),
+        (b'{"schema_version": 2, "item_id": 31, "created_at": 1}', "unsupported_schema_version"),
+        (b'{"item_id": 32, "created_at": 1, "image_uri": "data:,x", "image_base64": "AA=="}',
+         "wrong_shape"),
+    ]:  # fmt: skip
+        mix.add(value, reason)
+
+
+def test_fault_a_poisoned_backlog_stores_every_valid_event_and_dead_letters_each_bad_once(
+    stream_config, start_job, bundle, tmp_path
+) -> None:
+    """Issue 12: one backlog of 1,000 valid events with every class of bad record shuffled
+    among them. All valid events are stored once, every bad record has exactly one dead letter
+    (counted by its coordinates), nothing is given up, no source dies, and every partition
+    commits to its end."""
+    config = stream_config(stream={"max_batch_size": 32, "max_wait_ms": 20})
+    job = start_job(config, "poisoned-backlog")
+    bad = Mix()
+    poisoned_records(bad, config, tmp_path, bundle, base_id=11_005_000)
+    valid = Mix()
+    valid.add_valid(range(11_000_000, 11_001_000))
+    order = list(range(len(bad.payloads) + len(valid.payloads)))
+    random.Random(12).shuffle(order)
+    both = joined(valid, bad)
+    mix = Mix(
+        [both.payloads[i] for i in order],
+        [both.keys[i] for i in order],
+        [both.expected_reason[i] for i in order],
+    )
+    publisher = with_updates(config.kafka, max_event_bytes=5_000_000)  # may send the 2 MB one
+    reports = [publish_events(publisher, mix.payloads, one_record_per_batch=True)]
+    assert_exactly_once_effect(config, mix, reports, timeout_s=240)
+    letters = Counter((letter.partition, letter.offset) for letter in dead_letters(config))
+    bad_count = sum(reason is not None for reason in mix.expected_reason)
+    assert set(letters.values()) == {1}, "a bad record has more than one dead letter"
+    assert len(letters) == bad_count
+    stats = job.refresh()
+    assert stats.restarts["source"] == 0 and stats.dead_letters_given_up == 0
+    assert len(mix.valid_item_ids) >= 1_000
