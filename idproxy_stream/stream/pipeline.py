@@ -39,6 +39,7 @@ from idproxy_stream.process import ProcessSetup
 from idproxy_stream.proxy.model import ProxyModelError, read_proxy_manifest
 from idproxy_stream.proxy.registry import latest_version, version_directory
 from idproxy_stream.stream.actors import ActorSpec
+from idproxy_stream.stream.driver_watch import DriverWatch
 from idproxy_stream.stream.metrics import (
     READY_STALE_AFTER_S,
     StreamStats,
@@ -158,9 +159,15 @@ def sink_spec(config: AppConfig, num_cpus: float) -> ActorSpec:
     return ActorSpec(ProxySink, options, (SinkSettings.of(config),), process)
 
 
-def actor_specs(config: AppConfig, name: str, checked_version: str | None = None) -> ActorSpec:
+def actor_specs(
+    config: AppConfig,
+    name: str,
+    checked_version: str | None = None,
+    driver: DriverWatch | None = None,
+) -> ActorSpec:
     """The source actor (with its worker and sink specs) for lane ``name``; workers fall back
-    to ``checked_version`` (loaded by the driver at start) when LATEST cannot be loaded."""
+    to ``checked_version`` (loaded by the driver at start) when LATEST cannot be loaded; the
+    source stops on its own once ``driver`` is gone (``driver_watch.py``)."""
     stream = config.stream
     worker = worker_pool_spec(config, stream.worker_pool(), fallback_version=checked_version)
     sink = sink_spec(config, stream.sink_num_cpus)
@@ -171,7 +178,7 @@ def actor_specs(config: AppConfig, name: str, checked_version: str | None = None
             "max_concurrency": SOURCE_CONCURRENCY,
             **placement(config.cluster, "source"),
         },
-        (SourceSettings(kafka=config.kafka, stream=stream), worker, sink, name),
+        (SourceSettings(kafka=config.kafka, stream=stream, driver=driver), worker, sink, name),
         ProcessSetup(stream.log_level, stream.log_format),
     )
 
@@ -218,9 +225,10 @@ class StreamJob:
             kafka = self.config.kafka
             if kafka.ensure_topics:
                 ensure_topics(kafka, stream_topics(kafka), kafka.topic_partitions)
+            driver = DriverWatch.of_this_process()
             for index in range(self.config.stream.num_sources):
                 name = f"{self.name}-source-{index}"
-                spec = actor_specs(self.config, name, checked_version=version)
+                spec = actor_specs(self.config, name, checked_version=version, driver=driver)
                 self.sources.append(_SourceRun(spec, name))
         except BaseException:
             self._stop_metrics()

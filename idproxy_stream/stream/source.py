@@ -39,6 +39,7 @@ from idproxy_stream.stream.backpressure import Backpressure
 from idproxy_stream.stream.batching import DynamicBatcher
 from idproxy_stream.stream.clients import make_consumer, make_dead_letter_producer
 from idproxy_stream.stream.dispatch import ActorDispatcher, Batch, GaveUp, RetryPolicy, Written
+from idproxy_stream.stream.driver_watch import CHECK_INTERVAL_S, DriverWatch
 from idproxy_stream.stream.ledger import InFlightLedger
 from idproxy_stream.stream.messages import Rejection, WorkItem
 from idproxy_stream.stream.metrics import StreamStats
@@ -64,10 +65,12 @@ COLLECT_WAIT_S = 0.02
 
 
 class SourceSettings(FrozenModel):
-    """What a source reads: the Kafka section and the stream section."""
+    """What a source reads: the Kafka section and the stream section; ``driver``, the driver
+    process to outlive by at most ``driver_watch.CHECK_INTERVAL_S`` (None: Ray alone)."""
 
     kafka: KafkaConfig
     stream: StreamConfig
+    driver: DriverWatch | None = None
 
 
 class _RebalanceListener(ConsumerRebalanceListener):
@@ -106,6 +109,7 @@ class StreamSource:
         name: str = "source-0",
     ) -> None:
         self.kafka, self.settings = settings.kafka, settings.stream
+        self.driver = settings.driver
         self.name = name
         stream = self.settings
         self._stats_lock = threading.Lock()
@@ -199,9 +203,22 @@ class StreamSource:
             fatal_errors=(MessageSizeTooLargeError,),
         )
         drain_deadline: float | None = None
+        driver = self._watchable_driver()
+        next_driver_check = 0.0
         logger.info("%s: consuming %s as group %s", self.name, kafka.topic, kafka.group_id)
         try:
             while True:
+                if driver is not None and time.monotonic() >= next_driver_check:
+                    next_driver_check = time.monotonic() + CHECK_INTERVAL_S
+                    if driver.driver_gone():
+                        logger.error(
+                            "%s: the driver (pid %d) is gone: stopping; %d in-flight records "
+                            "will be re-read from the last commit",
+                            self.name,
+                            driver.pid,
+                            self.ledger.in_flight,
+                        )
+                        break
                 if self._stop_requested.is_set():
                     if not self._drain_on_stop or not self.ledger.in_flight:
                         break
@@ -229,6 +246,16 @@ class StreamSource:
         finally:
             self._close(producer)
         return self.snapshot()
+
+    def _watchable_driver(self) -> DriverWatch | None:
+        """The driver to watch, when this actor runs on its node (else Ray alone ends it)."""
+        if self.driver is None:
+            return None
+        import ray
+
+        if not self.driver.watchable_from(ray.get_runtime_context().get_node_id()):
+            return None
+        return self.driver
 
     def _poll(self, draining: bool) -> None:
         """Steps 1 and 2: backpressure, then hold and decode what one poll returns."""
