@@ -7,8 +7,10 @@ reporting to the dead GCS; measured: still alive 40 s later, every crash leaking
 processes). :func:`start_reaper` starts ``python -m idproxy_stream.cluster.reaper SESSION_DIR``
 beside the driver, reading a pipe whose other end only the driver holds. When the driver is
 gone the pipe reads end-of-file, and the reaper SIGKILLs every process of that Ray session:
-those with a file open under the session directory (every Ray process writes its logs there),
-except drivers (a ``python-core-driver-*`` log) — whoever else connected to it is left alone.
+those with a file open under the session directory (every Ray process writes its logs there)
+whose command line is Ray's (a ``ray::`` process title, or the session's path among its
+arguments, as GCS, raylet and agents have), except drivers (a ``python-core-driver-*`` log).
+Whoever else connected to it, or still holds one of its files, is left alone.
 
 The reaper imports nothing beyond the standard library, ignores SIGINT and SIGTERM (a Ctrl-C
 or a process-group SIGTERM reaches it too; it must outlive the driver to clean up), and exits
@@ -26,6 +28,7 @@ import time
 
 REAP_DEADLINE_S = 10.0
 DRIVER_LOG_PREFIX = "python-core-driver-"
+RAY_TITLE = "ray::"
 
 
 def start_reaper(session_dir: str) -> subprocess.Popen:
@@ -51,9 +54,10 @@ def start_reaper(session_dir: str) -> subprocess.Popen:
 
 
 def session_processes(session_dir: str) -> set[int]:
-    """Pids of live processes (other than this one) with a file open under ``session_dir``,
-    drivers excluded."""
-    prefix = os.path.realpath(session_dir).rstrip("/") + "/"
+    """Pids of live processes (other than this one) of the Ray session in ``session_dir``: a
+    file open under it and a Ray command line (:func:`is_ray_command`), drivers excluded."""
+    real_dir = os.path.realpath(session_dir).rstrip("/")
+    prefix = real_dir + "/"
     found = set()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -62,12 +66,27 @@ def session_processes(session_dir: str) -> set[int]:
             targets = [
                 os.readlink(f"/proc/{name}/fd/{fd}") for fd in os.listdir(f"/proc/{name}/fd")
             ]
+            with open(f"/proc/{name}/cmdline", "rb") as cmdline_file:
+                cmdline = cmdline_file.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # gone, or not ours to read
             continue
         inside = [target for target in targets if target.startswith(prefix)]
-        if inside and not any(DRIVER_LOG_PREFIX in target for target in inside):
+        if (
+            inside
+            and not any(DRIVER_LOG_PREFIX in target for target in inside)
+            and is_ray_command(cmdline, {session_dir.rstrip("/"), real_dir})
+        ):
             found.add(int(name))
     return found
+
+
+def is_ray_command(cmdline: str, session_paths: set[str]) -> bool:
+    """Whether a command line (arguments joined by spaces) is one of a Ray session's processes:
+    a worker's ``ray::`` title, or the session directory (or its name) among the arguments."""
+    if RAY_TITLE in cmdline:
+        return True
+    names = {os.path.basename(path) for path in session_paths}
+    return any(marker in cmdline for marker in session_paths | names if marker)
 
 
 def reap(session_dir: str, deadline_s: float = REAP_DEADLINE_S) -> None:
