@@ -275,6 +275,9 @@ class ActorDispatcher:
         self.bisections = 0  # failing batches split in halves
         self.wall_clock = wall_clock
         self._stalls: dict[str, float] = {}  # what stops writing -> wall time it began
+        # Worker index -> generation of its replacement, until a batch that replacement
+        # encoded is written (a batch encoded before the death proves nothing).
+        self._replacements_unproven: dict[int, int] = {}
 
     # --------------------------------------------------------------------- sending
 
@@ -291,9 +294,12 @@ class ActorDispatcher:
     @property
     def stalls(self) -> dict[str, float]:
         """What keeps this lane from writing, with the wall time (s) each began:
-        ``sink_failing`` (the sink raised), ``sink_replaced`` / ``worker_replaced`` (an actor
-        died and was replaced) — each since the last batch written, and only while a batch
-        waits (an idle lane claims nothing). For readiness (``metrics.readiness``)."""
+        ``sink_failing`` (the sink raised) and ``sink_replaced`` (it died and was replaced),
+        each until a batch is written; ``worker_replaced`` (a worker died and was replaced)
+        until every replaced worker's replacement has had a batch written — batches encoded
+        before the death, still reaching the sink, do not count (a worker whose node is gone
+        may wait for a node with its resources for minutes). Only while a batch waits: an idle
+        lane claims nothing. For readiness (``metrics.readiness``)."""
         return dict(self._stalls) if self.busy else {}
 
     def _stalled(self, stall: str) -> None:
@@ -328,6 +334,7 @@ class ActorDispatcher:
         """Advance every flight that resolved within ``wait_s``; returns finished batches."""
         if not self.busy:
             self._stalls.clear()  # nothing waits: a later failure starts its own clock
+            self._replacements_unproven.clear()
         if not self.flights:
             return []
         finished: list[Written | GaveUp] = []
@@ -344,7 +351,9 @@ class ActorDispatcher:
         try:
             self.runtime.get(ref)
         except ActorDied as error:
-            if self.workers[flight.worker_index].replace(flight.worker_generation):
+            slot = self.workers[flight.worker_index]
+            if slot.replace(flight.worker_generation):
+                self._replacements_unproven[flight.worker_index] = slot.generation
                 self._stalled("worker_replaced")
             self._failed(flight.batch, Failure.WORKER_DIED, error, finished)
             return
@@ -371,8 +380,19 @@ class ActorDispatcher:
             self._stalled("sink_failing")
             self._failed(flight.batch, Failure.SINK_RAISED, error, finished)
             return
-        self._stalls.clear()  # a batch got through: this lane writes
+        self._cleared_by(flight)
         finished.append(Written(flight.batch, outcome))
+
+    def _cleared_by(self, flight: _Flight) -> None:
+        """A batch got through: the sink writes; its worker's replacement (if it encoded the
+        batch) works; once every replacement has, no worker stall is left."""
+        self._stalls.pop("sink_failing", None)
+        self._stalls.pop("sink_replaced", None)
+        proven = self._replacements_unproven.get(flight.worker_index)
+        if proven is not None and flight.worker_generation >= proven:
+            del self._replacements_unproven[flight.worker_index]
+        if not self._replacements_unproven:
+            self._stalls.pop("worker_replaced", None)
 
     def _failed(self, batch: Batch, failure: Failure, error: Exception, finished: list) -> None:
         decision = self.policy.after(failure, batch, self.rng)

@@ -115,6 +115,7 @@ class RayHead:
     env: dict[str, str]
     process: subprocess.Popen | None = None
     submitted: list[str] = field(default_factory=list)
+    resources: dict[str, float] = field(default_factory=lambda: dict(HEAD_RESOURCES))
 
     @property
     def dashboard_url(self) -> str:
@@ -144,7 +145,7 @@ class RayHead:
             f"--runtime-env-agent-port={self.ports['runtime_env']}",
             f"--temp-dir={self.temp_dir}",
             "--num-cpus=2",
-            f"--resources={json.dumps(HEAD_RESOURCES)}",
+            f"--resources={json.dumps(self.resources)}",
             "--disable-usage-stats",
         ]
         log = (self.temp_dir / "ray-start.log").open("wb")
@@ -250,6 +251,82 @@ class RayHead:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+WORKER_NODE_PORTS = [
+    "node_manager",
+    "object_manager",
+    "metrics",
+    "agent_http",
+    "agent_grpc",
+    "runtime_env",
+]
+
+
+@dataclass
+class RayWorkerNode:
+    """A second Ray node on this machine: ``ray start --address=<head>`` with its own ports,
+    temp dir and resources, in its own session (so its processes can be found and ended)."""
+
+    head: RayHead
+    resources: dict[str, float]
+    num_cpus: int = 2
+    temp_dir: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="idp-rn-", dir="/tmp"))
+    )
+    process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 120.0) -> RayWorkerNode:
+        """Start the node and wait until ``ray start`` has returned (the raylet runs)."""
+        ports = dict(zip(WORKER_NODE_PORTS, free_ports(len(WORKER_NODE_PORTS)), strict=True))
+        command = [
+            str(RAY_BIN),
+            "start",
+            f"--address={self.head.gcs_address}",
+            "--node-ip-address=127.0.0.1",
+            f"--node-manager-port={ports['node_manager']}",
+            f"--object-manager-port={ports['object_manager']}",
+            f"--metrics-export-port={ports['metrics']}",
+            f"--dashboard-agent-listen-port={ports['agent_http']}",
+            f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
+            f"--runtime-env-agent-port={ports['runtime_env']}",
+            f"--temp-dir={self.temp_dir}",
+            f"--num-cpus={self.num_cpus}",
+            f"--resources={json.dumps(self.resources)}",
+            "--disable-usage-stats",
+        ]
+        log_path = self.temp_dir / "ray-start.log"
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, env=self.head.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        code = self.process.wait(timeout=timeout_s)
+        if code != 0:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"ray start --address failed ({code}):\n{tail}")
+        return self
+
+    def processes(self) -> set[int]:
+        assert self.process is not None
+        return session_processes(self.process.pid)
+
+    def raylet_pid(self) -> int:
+        """The pid of this node's raylet."""
+        for pid in self.processes():
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if command.endswith(b"/raylet"):
+                return pid
+        raise AssertionError("the worker node has no raylet")
+
+    def stop(self) -> None:
+        """End every process of this node; remove its temp dir."""
+        if self.process is not None:
+            end_processes(self.processes())
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
 def _answers(client) -> bool:
     try:
         client.list_jobs()
@@ -258,10 +335,11 @@ def _answers(client) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def ray_head() -> RayHead:
-    """A 2-CPU Ray head advertising ``cpu_node`` and ``encoder_node``; started in the
-    background (tests wait for it with ``wait_ready``/``submit``), ended at session end."""
+def new_ray_head(
+    resources: dict[str, float] | None = None, extra_env: dict[str, str] | None = None
+) -> RayHead:
+    """A 2-CPU head (not started) on free loopback ports with its own short temp dir;
+    ``extra_env`` reaches its processes (Ray reads ``RAY_<setting>`` system settings there)."""
     # Unix socket paths live under the temp dir: keep it short (pytest's tmp paths are long).
     temp_dir = Path(tempfile.mkdtemp(prefix="idp-ray-", dir="/tmp"))
     names = [
@@ -279,9 +357,18 @@ def ray_head() -> RayHead:
         **os.environ,
         "RAY_AUTH_MODE": "disabled",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(extra_env or {}),
     }
     env.pop("RAY_ADDRESS", None)
-    head = RayHead(temp_dir, dict(zip(names, free_ports(len(names)), strict=True)), env)
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    return RayHead(temp_dir, ports, env, resources=dict(resources or HEAD_RESOURCES))
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> RayHead:
+    """A 2-CPU Ray head advertising ``cpu_node`` and ``encoder_node``; started in the
+    background (tests wait for it with ``wait_ready``/``submit``), ended at session end."""
+    head = new_ray_head()
     head.start()
     yield head
     head.stop()

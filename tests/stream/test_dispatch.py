@@ -267,3 +267,29 @@ def test_a_replaced_actor_is_a_stall_while_its_batch_waits_and_none_once_idle() 
     abandoned.submit(batch(2))
     run(abandoned, clock)  # the sink died; its batch was abandoned meanwhile, nothing is resent
     assert abandoned.sink.restarts == 1 and not abandoned.busy and abandoned.stalls == {}
+
+
+def test_a_replaced_worker_stays_a_stall_until_its_replacement_has_a_batch_written() -> None:
+    """Issue 12 (a node goes away): a worker's node died, its replacement waits for a node;
+    batches the other worker encoded before still reach the sink — the lane is not writing
+    through the replaced worker, so the stall stays until the replacement's batch is written."""
+    dispatch, clock = dispatcher(worker_scripts=[["die"], []], workers=2)
+    dispatch.workers[1] = FakeSlot(lambda script: FakeWorker(script, dispatch.runtime), [[]])
+    dispatch.wall_clock = lambda: 70.0
+    dispatch.runtime.hold = True  # every call waits until released
+    dispatch.submit(batch(1))  # worker 0: will die
+    dispatch.submit(batch(2))  # worker 1: fine
+    dispatch.runtime.release(keep_holding=True)
+    dispatch.collect(wait_s=0.0)  # worker 0 died (replaced); worker 1's batch goes to the sink
+    assert dispatch.stalls == {"worker_replaced": 70.0}
+    dispatch.runtime.release(keep_holding=True)
+    [written] = dispatch.collect(wait_s=0.0)
+    assert written.batch.tickets[0].offset == 2
+    assert dispatch.stalls == {"worker_replaced": 70.0}, "worker 1's batch proves nothing"
+    clock.now = max(r.not_before for r in dispatch.retries)
+    dispatch.resend_due()  # batch 1 to the least-loaded worker: the replacement (index 0)
+    assert dispatch.flights and next(iter(dispatch.flights.values())).worker_index == 0
+    dispatch.runtime.release()
+    [again] = run(dispatch, clock)
+    assert isinstance(again, Written) and again.batch.tickets[0].offset == 1
+    assert dispatch.stalls == {}
