@@ -275,7 +275,14 @@ class ImageInputConfig(FrozenModel):
     max_pixels: int = Field(
         40_000_000, ge=1, description="width * height limit, read from the header"
     )
-    http_timeout_s: float = Field(10.0, gt=0)
+    http_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="deadline of one image fetch in all: connect, redirects, headers and body",
+    )
+    fetch_threads: int = Field(
+        8, ge=1, description="a batch's image references are read concurrently by this many"
+    )
     allow_http: bool = Field(
         False,
         description="fetch http(s):// images; off by default: workers fetch what strangers put "
@@ -841,6 +848,19 @@ class StreamConfig(WorkerPoolConfig):
         description="worker deaths (OOM, pre-emption: not the event's fault, so not attempts) "
         "a one-event batch may meet before its event is dead-lettered (worker_died); at least "
         "max_attempts",
+    )
+    batch_deadline_s: float = Field(
+        120.0,
+        gt=0,
+        description="a batch without a result this long after it reached a worker (or the "
+        "sink) has its actor replaced and is re-sent, as after a death (a frozen worker)",
+    )
+    max_actor_start_failures: int = Field(
+        5,
+        ge=1,
+        description="failures in a row of one role's actor to start (its constructor raised; "
+        "each replaced after a growing back-off, its batches re-sent uncounted) before the "
+        "job stops with the cause",
     )
     commit_interval_ms: int = Field(100, ge=0, description="at most one offset commit per interval")
     drain_timeout_s: float = Field(60.0, gt=0, description="on stop: wait this long for in-flight")

@@ -16,15 +16,23 @@ Workers fetch URLs that strangers put into events, from inside the cluster. So:
   and the address rule applies to the proxy (the connection's far end), which then decides
   where the request goes.
 
+- A fetch has one deadline for all of it (:class:`FetchDeadline`, ``http_timeout_s``):
+  connections, redirects, headers and body together. A socket timeout alone bounds each read,
+  so a server sending a byte every second held a worker for minutes; at the deadline every
+  socket of the fetch is shut down, which ends a blocked read at once.
+
 :func:`fetch_http` raises :class:`HttpRefused` for what the policy refuses (before any byte
 is sent) and lets urllib's own errors through for the caller to report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
+import threading
+import time
 import urllib.request
 from functools import partial
 from urllib.parse import urlsplit
@@ -98,18 +106,73 @@ def vetted_address(host: str, port: int, config: ImageInputConfig) -> tuple:
     return infos[0]
 
 
-class _VettedConnection(http.client.HTTPConnection):
-    """Connects only to the address :func:`vetted_address` checked for the host."""
+class FetchDeadline:
+    """One deadline for a whole fetch: sockets registered with it are shut down when it
+    passes (a timer thread), so no read of the fetch outlives it.
 
-    def __init__(self, *args, image_config: ImageInputConfig, **kwargs) -> None:
+    Use as a context manager around the fetch; :attr:`expired` tells the caller afterwards
+    whether a failure (or a truncated body) was the deadline's doing.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends_at = time.monotonic() + seconds
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._expired = threading.Event()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> FetchDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._timer.cancel()
+
+    @property
+    def expired(self) -> bool:
+        return self._expired.is_set() or time.monotonic() >= self.ends_at
+
+    def remaining(self) -> float:
+        """Seconds left; raises ``TimeoutError`` when none are."""
+        left = self.ends_at - time.monotonic()
+        if left <= 0 or self._expired.is_set():
+            raise TimeoutError(f"no whole response within http_timeout_s={self.seconds:g} s")
+        return left
+
+    def register(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+        if self._expired.is_set():
+            self._expire()
+
+    def _expire(self) -> None:
+        self._expired.set()
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _VettedConnection(http.client.HTTPConnection):
+    """Connects only to the address :func:`vetted_address` checked for the host, within the
+    fetch's deadline."""
+
+    def __init__(
+        self, *args, image_config: ImageInputConfig, deadline: FetchDeadline, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.image_config = image_config
+        self.deadline = deadline
 
     def connect(self) -> None:
         family, kind, proto, _, address = vetted_address(self.host, self.port, self.image_config)
         sock = socket.socket(family, kind, proto)
         try:
-            sock.settimeout(self.timeout)
+            sock.settimeout(self.deadline.remaining())
+            self.deadline.register(sock)
             sock.connect(address)
         except BaseException:
             sock.close()
@@ -127,21 +190,28 @@ class _VettedHTTPSConnection(_VettedConnection, http.client.HTTPSConnection):
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, config: ImageInputConfig) -> None:
+    def __init__(self, config: ImageInputConfig, deadline: FetchDeadline) -> None:
         super().__init__()
         self.image_config = config
+        self.deadline = deadline
 
     def http_open(self, request):
-        return self.do_open(partial(_VettedConnection, image_config=self.image_config), request)
+        connection = partial(
+            _VettedConnection, image_config=self.image_config, deadline=self.deadline
+        )
+        return self.do_open(connection, request)
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, config: ImageInputConfig) -> None:
+    def __init__(self, config: ImageInputConfig, deadline: FetchDeadline) -> None:
         super().__init__()
         self.image_config = config
+        self.deadline = deadline
 
     def https_open(self, request):
-        connection = partial(_VettedHTTPSConnection, image_config=self.image_config)
+        connection = partial(
+            _VettedHTTPSConnection, image_config=self.image_config, deadline=self.deadline
+        )
         return self.do_open(connection, request, context=self._context)
 
 
@@ -163,20 +233,22 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(request, fp, code, message, headers, new_url)
 
 
-def opener_for(config: ImageInputConfig) -> urllib.request.OpenerDirector:
-    """A urllib opener that applies the policy of ``config`` to every connection."""
+def opener_for(config: ImageInputConfig, deadline: FetchDeadline) -> urllib.request.OpenerDirector:
+    """A urllib opener that applies the policy of ``config`` and ``deadline`` to every
+    connection."""
     proxies = None if config.http_use_proxy_env else {}  # None: read the environment
     handlers = [
         urllib.request.ProxyHandler(proxies),
-        _HTTPHandler(config),
-        _HTTPSHandler(config),
+        _HTTPHandler(config, deadline),
+        _HTTPSHandler(config, deadline),
         _RedirectHandler(config),
     ]
     return urllib.request.build_opener(*handlers)
 
 
-def fetch_http(url: str, config: ImageInputConfig):
-    """Open ``url`` under the policy (a response to read from, used as a context manager)."""
+def fetch_http(url: str, config: ImageInputConfig, deadline: FetchDeadline):
+    """Open ``url`` under the policy, within ``deadline`` (started by the caller, who reads
+    the body inside it): a response to read from, used as a context manager."""
     check_url(url, config)
     request = urllib.request.Request(url, headers={"User-Agent": "idproxy-stream"})
-    return opener_for(config).open(request, timeout=config.http_timeout_s)
+    return opener_for(config, deadline).open(request, timeout=deadline.remaining())

@@ -40,7 +40,7 @@ from urllib.parse import unquote, urlparse
 from PIL import Image, UnidentifiedImageError
 
 from idproxy_stream.config import ImageInputConfig
-from idproxy_stream.encoders.http_fetch import HttpRefused, fetch_http
+from idproxy_stream.encoders.http_fetch import FetchDeadline, HttpRefused, fetch_http
 from idproxy_stream.errors import IdProxyError
 from idproxy_stream.events import DeadLetterReason
 
@@ -254,26 +254,43 @@ def _read_http(url: str, config: ImageInputConfig) -> bytes:
         raise ImageSourceUnsupportedError(
             f"http(s) images are disabled (encoder.images.allow_http=false): {_shown(url)}"
         )
+    deadline = FetchDeadline(config.http_timeout_s)
     try:
-        with fetch_http(url, config) as response:
+        with deadline, fetch_http(url, config, deadline) as response:
             declared = response.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > config.max_bytes:
                 raise ImageTooLargeError(
                     f"image at {_shown(url)} declares {declared} bytes, over "
                     f"max_bytes={config.max_bytes}"
                 )
-            return _read_stream(response, config.max_bytes, f"image at {_shown(url)}")
+            data = _read_stream(response, config.max_bytes, f"image at {_shown(url)}")
+        if deadline.expired:  # the body was cut off by the deadline, not complete
+            raise TimeoutError("deadline")
+        return data
     except ImageInputError:
         raise
-    except HttpRefused as error:
-        raise ImageSourceUnsupportedError(f"{_shown(url)} refused: {error}") from None
-    except urllib.error.HTTPError as error:
-        raise ImageFetchError(f"fetching {_shown(url)} failed with HTTP {error.code}") from None
-    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as error:
+    except Exception as error:
+        if not deadline.expired:
+            raise _http_error(url, error) from None
+        raise ImageFetchError(
+            f"fetching {_shown(url)} took over http_timeout_s={config.http_timeout_s:g} s "
+            "(the whole fetch: connect, redirects, headers and body)"
+        ) from None
+
+
+def _http_error(url: str, error: Exception) -> Exception:
+    """The image error for a failed fetch of ``url``; an unexpected error is returned as is
+    (the worker makes it that event's dead letter)."""
+    if isinstance(error, HttpRefused):
+        return ImageSourceUnsupportedError(f"{_shown(url)} refused: {error}")
+    if isinstance(error, urllib.error.HTTPError):
+        return ImageFetchError(f"fetching {_shown(url)} failed with HTTP {error.code}")
+    if isinstance(error, (urllib.error.URLError, TimeoutError, OSError, ValueError)):
         reason = error.reason if isinstance(error, urllib.error.URLError) else error
         if isinstance(reason, HttpRefused):  # raised inside urllib's connection
-            raise ImageSourceUnsupportedError(f"{_shown(url)} refused: {reason}") from None
-        raise ImageFetchError(f"fetching {_shown(url)} failed: {str(error)[:120]}") from None
+            return ImageSourceUnsupportedError(f"{_shown(url)} refused: {reason}")
+        return ImageFetchError(f"fetching {_shown(url)} failed: {str(error)[:120]}")
+    return error
 
 
 def _read_s3(uri: str, config: ImageInputConfig) -> bytes:

@@ -17,7 +17,24 @@ worker raised      yes                 none
 result lost        no                  none
 sink died          no                  none                  the sink is replaced
 sink raised        no                  jittered back-off     (store or output topic down)
+batch overdue      no (a death)        none                  no result in
+                                                             ``batch_deadline_s``: its
+                                                             actor (frozen worker, stuck
+                                                             sink) is replaced
+actor cannot start no                  jittered back-off     replaced; after
+                                                             ``max_actor_start_failures``
+                                                             in a row: the job stops
 =================  ==================  ====================  =========================
+
+**An actor that cannot start is the job's fault, not the event's.** A worker or sink whose
+constructor raises (a store that refuses its password, an artefact damaged after start-up)
+dies on every batch sent to it. Its batches are re-sent uncounted, after a jittered back-off
+growing with the failures in a row, and each failure replaces the actor; once one role's actor
+failed to start more than ``max_actor_start_failures`` times in a row (a call it ran resets the
+count), :class:`ActorsCannotStart` — an :class:`~idproxy_stream.errors.IdProxyError` naming
+the role and the constructor's error — ends the lane, and the driver stops the job with it
+(``idproxy stream`` exits 2 with that line) rather than rebuilding it forever or
+dead-lettering valid events.
 
 **Bisect before dead-lettering.** A batch of several events that failed ``max_attempts`` times
 (raises and deaths together) is split in two halves, each sent again with fresh counts; only
@@ -45,13 +62,22 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
+from idproxy_stream.errors import IdProxyError
 from idproxy_stream.stream.backoff import Backoff
 from idproxy_stream.stream.messages import BatchOutcome, WorkItem
 from idproxy_stream.stream.offsets import Ticket
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ActorDispatcher", "Backoff", "Batch", "GaveUp", "RetryPolicy", "Written"]
+__all__ = [
+    "ActorDispatcher",
+    "ActorsCannotStart",
+    "Backoff",
+    "Batch",
+    "GaveUp",
+    "RetryPolicy",
+    "Written",
+]
 
 
 # ------------------------------------------------------------------------ actor access
@@ -59,6 +85,14 @@ __all__ = ["ActorDispatcher", "Backoff", "Batch", "GaveUp", "RetryPolicy", "Writ
 
 class ActorDied(Exception):
     """The actor that was to run the call is gone."""
+
+
+class ActorInitFailed(ActorDied):
+    """The actor that was to run the call never started: its constructor raised."""
+
+
+class ActorsCannotStart(IdProxyError, RuntimeError):
+    """One role's actor failed to start too many times in a row; the job must stop."""
 
 
 class TaskRaised(Exception):
@@ -102,6 +136,8 @@ class RayRuntime:
         except GetTimeoutError as error:
             raise ResultLost(f"no result in {timeout_s} s") from error
         except RayActorError as error:
+            if error.actor_init_failed:
+                raise ActorInitFailed(str(error)) from error
             raise ActorDied(str(error)) from error
         except RayTaskError as error:
             raise TaskRaised(str(error)) from error
@@ -163,6 +199,9 @@ class RetryPolicy:
     max_attempts: int
     sink_backoff: Backoff = field(default_factory=Backoff)
     max_worker_deaths: int = 10
+    max_actor_start_failures: int = 5
+    start_backoff: Backoff = field(default_factory=Backoff)
+    batch_deadline_s: float = 120.0
 
     def after(
         self, failure: Failure, batch: Batch, rng: random.Random
@@ -278,6 +317,8 @@ class ActorDispatcher:
         # Worker index -> generation of its replacement, until a batch that replacement
         # encoded is written (a batch encoded before the death proves nothing).
         self._replacements_unproven: dict[int, int] = {}
+        # Role key ("worker 0", "sink") -> its actors' failures to start in a row.
+        self._start_failures: dict[str, int] = {}
 
     # --------------------------------------------------------------------- sending
 
@@ -338,6 +379,7 @@ class ActorDispatcher:
         if not self.flights:
             return []
         finished: list[Written | GaveUp] = []
+        self._expire_overdue(finished)
         for ref in self.runtime.wait(list(self.flights), wait_s):
             flight = self.flights.pop(ref)
             if flight.stage == "encode":
@@ -346,10 +388,43 @@ class ActorDispatcher:
                 self._written(ref, flight, finished)
         return finished
 
+    def _expire_overdue(self, finished: list) -> None:
+        """Flights past ``batch_deadline_s`` in their stage: the actor holding one (frozen,
+        SIGSTOPped, stuck) is replaced and the batch re-sent as after a death, so a partition's
+        commits never wait on it for longer than the deadline."""
+        now = self.clock()
+        overdue = [
+            (ref, flight)
+            for ref, flight in self.flights.items()
+            if now - flight.sent_at > self.policy.batch_deadline_s
+        ]
+        for ref, flight in overdue:
+            del self.flights[ref]
+            error = TimeoutError(
+                f"no result in stream.batch_deadline_s={self.policy.batch_deadline_s:g} s"
+            )
+            if flight.stage == "encode":
+                self.load[flight.worker_index] -= 1
+                if self.workers[flight.worker_index].replace(flight.worker_generation):
+                    self._replacements_unproven[flight.worker_index] = self.workers[
+                        flight.worker_index
+                    ].generation
+                    self._stalled("worker_replaced")
+                self._failed(flight.batch, Failure.WORKER_DIED, error, finished)
+            else:
+                if self.sink.replace(flight.sink_generation):
+                    self._stalled("sink_replaced")
+                self._failed(flight.batch, Failure.SINK_DIED, error, finished)
+
     def _encoded(self, ref: Any, flight: _Flight, finished: list) -> None:
         self.load[flight.worker_index] -= 1
         try:
             self.runtime.get(ref)
+        except ActorInitFailed as error:
+            slot = self.workers[flight.worker_index]
+            key = f"worker {flight.worker_index}"
+            self._cannot_start(slot, flight.worker_generation, key, flight.batch, error)
+            return
         except ActorDied as error:
             slot = self.workers[flight.worker_index]
             if slot.replace(flight.worker_generation):
@@ -363,13 +438,18 @@ class ActorDispatcher:
         except ResultLost as error:
             self._failed(flight.batch, Failure.RESULT_LOST, error, finished)
             return
+        self._start_failures.pop(f"worker {flight.worker_index}", None)  # it ran a call
         flight.stage = "write"
         flight.sink_generation = self.sink.generation
+        flight.sent_at = self.clock()  # the write's own deadline
         self.flights[self.sink.handle.write.remote(ref)] = flight
 
     def _written(self, ref: Any, flight: _Flight, finished: list) -> None:
         try:
             outcome: BatchOutcome = self.runtime.get(ref)
+        except ActorInitFailed as error:
+            self._cannot_start(self.sink, flight.sink_generation, "sink", flight.batch, error)
+            return
         except ActorDied as error:
             if self.sink.replace(flight.sink_generation):
                 self._stalled("sink_replaced")
@@ -380,14 +460,42 @@ class ActorDispatcher:
             self._stalled("sink_failing")
             self._failed(flight.batch, Failure.SINK_RAISED, error, finished)
             return
+        self._start_failures.pop("sink", None)
         self._cleared_by(flight)
         finished.append(Written(flight.batch, outcome))
+
+    def _cannot_start(
+        self, slot: Slot, generation: int, key: str, batch: Batch, error: Exception
+    ) -> None:
+        """The actor in ``slot`` never started: replace it (once per generation), re-send
+        ``batch`` uncounted after a back-off, or raise :class:`ActorsCannotStart` past the
+        limit."""
+        if slot.replace(generation):
+            failures = self._start_failures.get(key, 0) + 1
+            self._start_failures[key] = failures
+            self._stalled(f"{key.split()[0]}_cannot_start")
+            if failures > self.policy.max_actor_start_failures:
+                raise ActorsCannotStart(
+                    f"the {key.split()[0]} actor failed to start {failures} times in a row "
+                    f"({constructor_error(str(error))}): fix what its constructor needs, then "
+                    "start the job again"
+                )
+        delay = self.policy.start_backoff.delay(self._start_failures.get(key, 1), self.rng)
+        logger.warning(
+            "the %s actor could not start (%s): re-sending a batch of %d in %.1f s",
+            key,
+            constructor_error(str(error)),
+            len(batch.items),
+            delay,
+        )
+        self.resends += 1
+        self.retries.append(_Retry(self.clock() + delay, batch))
 
     def _cleared_by(self, flight: _Flight) -> None:
         """A batch got through: the sink writes; its worker's replacement (if it encoded the
         batch) works; once every replacement has, no worker stall is left."""
-        self._stalls.pop("sink_failing", None)
-        self._stalls.pop("sink_replaced", None)
+        for stall in ("sink_failing", "sink_replaced", "sink_cannot_start", "worker_cannot_start"):
+            self._stalls.pop(stall, None)
         proven = self._replacements_unproven.get(flight.worker_index)
         if proven is not None and flight.worker_generation >= proven:
             del self._replacements_unproven[flight.worker_index]
@@ -443,3 +551,11 @@ class ActorDispatcher:
             logger.warning("closing the sink: %s", error)
         for slot in [*self.workers, self.sink]:
             slot.stop()
+
+
+def constructor_error(message: str, limit: int = 300) -> str:
+    """The constructor's own error from Ray's creation-failure message: its last non-empty
+    line (``SomeError: what went wrong``), at most ``limit`` characters."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    last = lines[-1] if lines else "no message"
+    return last if len(last) <= limit else last[: limit - 3] + "..."

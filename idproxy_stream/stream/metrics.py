@@ -230,6 +230,8 @@ _STALL_REASONS = {
     "(store or output topic down)",
     "sink_replaced": "the sink actor was replaced {age} ago and no batch has been written since",
     "worker_replaced": "a worker actor was replaced {age} ago and no batch has been written since",
+    "worker_cannot_start": "a worker actor has failed to start for {age}",
+    "sink_cannot_start": "the sink actor has failed to start for {age}",
 }
 
 

@@ -39,6 +39,7 @@ from idproxy_stream.process import ProcessSetup
 from idproxy_stream.proxy.model import ProxyModelError, read_proxy_manifest
 from idproxy_stream.proxy.registry import latest_version, version_directory
 from idproxy_stream.stream.actors import ActorSpec
+from idproxy_stream.stream.dispatch import ActorsCannotStart
 from idproxy_stream.stream.driver_watch import DriverWatch
 from idproxy_stream.stream.metrics import (
     READY_STALE_AFTER_S,
@@ -210,6 +211,9 @@ class StreamJob:
         self._monitor: threading.Thread | None = None
         self._metrics_server = None
         self._started_ray = False
+        # Why the job must stop (an actor that cannot start), or None; run_until_stopped
+        # raises it as ActorsCannotStart once the job has stopped.
+        self.fatal: str | None = None
 
     def start(self) -> StreamJob:
         """Check bundle, settings, Kafka, store and port; start Ray, topics, actors, monitor.
@@ -297,6 +301,11 @@ class StreamJob:
                 ray.get(source.run_ref)
                 reason = "returned without being stopped"
             except ray.exceptions.RayError as error:
+                cause = getattr(error, "cause", None)
+                if isinstance(cause, ActorsCannotStart):  # rebuilding it would loop forever
+                    self.fatal = str(cause)
+                    logger.error("%s ended: %s: stopping the job", source.name, self.fatal)
+                    continue
                 reason = f"{type(error).__name__}: {error}"
             logger.error("%s ended (%s): starting a new one", source.name, reason)
             if source.last_stats is not None:  # its totals stay; its gauges end with it
@@ -408,9 +417,11 @@ def run_until_stopped(
     try:
         if on_started is not None:
             on_started()
-        while not stop.wait(config.stream.status_interval_s):
+        while not stop.wait(config.stream.status_interval_s) and job.fatal is None:
             if on_status is not None:
                 on_status(job.snapshot())
     finally:
         final = job.stop(drain=True)
+    if job.fatal is not None:
+        raise ActorsCannotStart(job.fatal)
     return final

@@ -125,7 +125,12 @@ class StreamSource:
             [ActorSlot(worker_spec, "worker") for _ in range(stream.num_workers)],
             ActorSlot(sink_spec, "sink"),
             stream.worker_queue_depth,
-            RetryPolicy(stream.max_attempts, max_worker_deaths=stream.max_worker_deaths),
+            RetryPolicy(
+                stream.max_attempts,
+                max_worker_deaths=stream.max_worker_deaths,
+                max_actor_start_failures=stream.max_actor_start_failures,
+                batch_deadline_s=stream.batch_deadline_s,
+            ),
             self.ledger.is_current,
         )
         self.outbox: DeadLetterOutbox | None = None

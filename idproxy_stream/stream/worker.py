@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -140,6 +141,7 @@ class ProxyWorker:
         self.refused_version_names: set[str] = set()  # reported with each batch
         self._refusal: str | None = None
         self._next_model_check = 0.0
+        self._fetch_pool: ThreadPoolExecutor | None = None  # started by the first such batch
         if settings.model_version is not None:
             self._load(check_version_name(settings.model_version))  # raises what it refuses
         else:
@@ -266,9 +268,12 @@ class ProxyWorker:
             if self.settings.skip_mature_items
             else np.zeros(len(items), bool)
         )
-        for item, is_mature in zip(items, mature, strict=True):
+        prepared = self._prepare(items, mature)
+        for item, is_mature, outcome in zip(items, mature, prepared, strict=True):
             try:
-                content, refusal = (None, None) if is_mature else self._content(item)
+                if isinstance(outcome, Exception):
+                    raise outcome
+                content, refusal = (None, None) if is_mature else outcome
             except Exception as error:  # one event's failure is that event's dead letter
                 logger.warning("item %d: preparing its input failed: %r", item.event.item_id, error)
                 rejected.append(
@@ -307,6 +312,33 @@ class ProxyWorker:
             encode_seconds=time.perf_counter() - started,
             refused_versions=tuple(sorted(self.refused_version_names)),
         )
+
+    def _prepare(self, items: Sequence[WorkItem], mature: np.ndarray) -> list:
+        """Per item: its :meth:`_content` result, the exception it raised, or None (mature).
+
+        A batch's images are read concurrently (``encoder.images.fetch_threads``), so one slow
+        server costs the batch one fetch deadline, not one per image."""
+        todo = [i for i, is_mature in enumerate(mature) if not is_mature]
+        results: list = [None] * len(items)
+
+        def prepare(index: int):
+            try:
+                return self._content(items[index])
+            except Exception as error:  # that item's, reported by the caller
+                return error
+
+        with_images = sum(items[i].event.image_reference is not None for i in todo)
+        if with_images < 2:
+            for index in todo:
+                results[index] = prepare(index)
+            return results
+        if self._fetch_pool is None:
+            self._fetch_pool = ThreadPoolExecutor(
+                self.settings.encoder.images.fetch_threads, thread_name_prefix="image-fetch"
+            )
+        for index, outcome in zip(todo, self._fetch_pool.map(prepare, todo), strict=True):
+            results[index] = outcome
+        return results
 
     def _content(self, item: WorkItem) -> tuple[ContentItem, Rejection | None]:
         """The encoder input for one event, or its refusal (image failures)."""

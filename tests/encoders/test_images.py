@@ -5,6 +5,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import ClassVar
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from tests_helpers import wait_until
 
 from idproxy_stream.config import ImageInputConfig
 from idproxy_stream.encoders.http_fetch import host_allowed, is_public_address
@@ -269,6 +271,59 @@ def test_http_server_that_never_answers_times_out():
             load_image(f"http://127.0.0.1:{port}/x.png", loopback(http_timeout_s=0.2))
     finally:
         silent.close()
+
+
+class _TrickleHandler(http.server.BaseHTTPRequestHandler):
+    """Answers a byte every 50 ms — headers (``/slow-headers``) or body — so no single read
+    ever waits long; records how many bytes it got out before the client hung up."""
+
+    sent: ClassVar[list[int]] = []
+
+    def do_GET(self):
+        if self.path == "/slow-headers":
+            wire = b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n" + b"\0" * 200
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            self.wfile.flush()
+            wire = b"\0" * 200
+        count = 0
+        try:
+            for byte in wire:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                count += 1
+                time.sleep(0.05)  # the server's trickle, not a test's wait
+        except OSError:
+            pass  # the client hung up: what we measure
+        finally:
+            _TrickleHandler.sent.append(count)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("path", ["/slow-body.png", "/slow-headers"])
+def test_a_server_that_trickles_is_cut_off_at_the_fetchs_deadline(path):
+    """Issue 12 item 7: the timeout was per socket read, so a server sending a byte every
+    1.5 s held a worker 120 s with ``http_timeout_s=2``. Now ``http_timeout_s`` bounds the
+    whole fetch: it fails naming the deadline, and the server is cut off long before it
+    could send everything (10 s of bytes)."""
+    _TrickleHandler.sent.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TrickleHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}{path}"
+        with pytest.raises(ImageFetchError, match=r"took over http_timeout_s=0\.5 s") as error:
+            load_image(url, loopback(http_timeout_s=0.5))
+        assert error.value.reason == "image_fetch_failed"
+        wait_until(lambda: len(_TrickleHandler.sent) == 1, 30, "the server to notice")
+        assert _TrickleHandler.sent[0] < 150, "the fetch outlived its deadline"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_http_can_be_disabled(http_base):

@@ -9,14 +9,19 @@ import warnings
 from collections import namedtuple
 
 from idproxy_stream.events import DeadLetterReason
-from idproxy_stream.stream.dispatch import ActorDied, ResultLost, TaskRaised
+from idproxy_stream.stream.dispatch import ActorDied, ActorInitFailed, ResultLost, TaskRaised
 from idproxy_stream.stream.messages import BatchOutcome, Rejection, WrittenRow
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import TopicPartition
 
-FAILURES = {"raise": TaskRaised, "die": ActorDied, "lost": ResultLost}
+FAILURES = {
+    "raise": TaskRaised,
+    "die": ActorDied,
+    "lost": ResultLost,
+    "init": ActorInitFailed,  # the actor's constructor raised: it never started
+}
 Message = namedtuple("Message", "offset key value timestamp")
 
 

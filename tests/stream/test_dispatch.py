@@ -15,6 +15,7 @@ import pytest
 from idproxy_stream.events import NewItemEvent
 from idproxy_stream.stream.dispatch import (
     ActorDispatcher,
+    ActorsCannotStart,
     Backoff,
     Batch,
     GaveUp,
@@ -23,7 +24,15 @@ from idproxy_stream.stream.dispatch import (
 )
 from idproxy_stream.stream.messages import WorkItem
 from idproxy_stream.stream.offsets import Ticket
-from tests.stream.fakes import FAILURES, FakeMethod, FakeRuntime, FakeSink, FakeSlot, FakeWorker
+from tests.stream.fakes import (
+    FAILURES,
+    FakeMethod,
+    FakeRef,
+    FakeRuntime,
+    FakeSink,
+    FakeSlot,
+    FakeWorker,
+)
 
 
 class Clock:
@@ -49,6 +58,8 @@ def dispatcher(
     queue_depth=2,
     workers=1,
     backoff=Backoff(),
+    max_actor_start_failures=5,
+    batch_deadline_s=120.0,
 ):
     clock, runtime = Clock(), FakeRuntime()
     worker_slots = [
@@ -61,7 +72,13 @@ def dispatcher(
             worker_slots,
             sink,
             queue_depth,
-            RetryPolicy(max_attempts, backoff, max_worker_deaths),
+            RetryPolicy(
+                max_attempts,
+                backoff,
+                max_worker_deaths,
+                max_actor_start_failures,
+                batch_deadline_s=batch_deadline_s,
+            ),
             is_current,
             runtime,
             clock,
@@ -293,3 +310,76 @@ def test_a_replaced_worker_stays_a_stall_until_its_replacement_has_a_batch_writt
     [again] = run(dispatch, clock)
     assert isinstance(again, Written) and again.batch.tickets[0].offset == 1
     assert dispatch.stalls == {}
+
+
+def test_a_sink_that_cannot_start_is_rebuilt_with_growing_backoff_then_stops_the_job() -> None:
+    """Issue 12 item 6: a sink whose constructor raised (a wrong Redis password) was rebuilt
+    hundreds of times and the job looked healthy. Now each failure to start replaces it after
+    a growing back-off, its batch is re-sent uncounted (never dead-lettered), and past the
+    limit ActorsCannotStart names the role and the constructor's error."""
+    error_text = "ray::ProxySink.__init__()\n  ...\nStoreError: store.redis: wrong password"
+    dispatch, clock = dispatcher(sink_scripts=[["init"]] * 20, max_actor_start_failures=3)
+    runtime = dispatch.runtime
+    runtime.ref = lambda value=None, error=None: FakeRef(
+        value, None if error is None else type(error)(error_text)
+    )
+    dispatch.submit(batch(1))
+    waits = []
+    with pytest.raises(ActorsCannotStart, match="sink actor failed to start 4 times in a row") as e:
+        for _ in range(50):
+            dispatch.collect(wait_s=0.0)
+            if dispatch.retries and not dispatch.flights:
+                waits.append(dispatch.retries[0].not_before - clock.now)
+                clock.now = dispatch.retries[0].not_before
+            dispatch.resend_due()
+    assert "StoreError: store.redis: wrong password" in str(e.value)
+    assert dispatch.sink.restarts == 4
+    assert len(waits) == 3 and waits[0] < waits[1] < waits[2]  # 0.5, 1, 2 s, jittered
+    (retry,) = dispatch.retries or [None]
+    assert retry is None or (retry.batch.attempts, retry.batch.deaths) == (0, 0)
+
+
+def test_a_call_an_actor_ran_resets_its_failures_to_start() -> None:
+    # Three failures to start, one write, three more: never four in a row, so no stop.
+    scripts = [["init"], ["init"], ["init"], ["ok", "init"], ["init"], ["init"], []]
+    dispatch, clock = dispatcher(sink_scripts=scripts, max_actor_start_failures=3)
+    dispatch.submit(batch(1))
+    [first] = run(dispatch, clock)
+    dispatch.submit(batch(2))
+    [second] = run(dispatch, clock)
+    assert isinstance(first, Written) and isinstance(second, Written)
+    assert dispatch.sink.restarts == 6 and dispatch.stalls == {}
+
+
+def test_a_batch_past_its_deadline_has_its_worker_replaced_and_is_resent() -> None:
+    """Issue 12 item 7: a SIGSTOPped worker froze its partition's commits for the whole stop.
+    A batch with no result ``batch_deadline_s`` after it was sent now counts as its worker's
+    death: the worker is replaced and the batch re-sent; the frozen call's late answer is
+    ignored."""
+    dispatch, clock = dispatcher(batch_deadline_s=30.0)
+    dispatch.runtime.hold = True  # the worker never answers
+    dispatch.submit(batch(1))
+    frozen = dispatch.workers[0].handle
+    clock.now = 29.0
+    assert dispatch.collect(wait_s=0.0) == [] and dispatch.workers[0].restarts == 0
+    clock.now = 31.0
+    dispatch.runtime.hold = False  # the replacement answers
+    [written] = run(dispatch, clock)
+    assert isinstance(written, Written) and written.batch.deaths == 1
+    assert dispatch.workers[0].restarts == 1 and dispatch.workers[0].handle is not frozen
+    dispatch.runtime.release()  # the frozen call answers at last: nothing happens twice
+    assert dispatch.collect(wait_s=0.0) == [] and not dispatch.busy
+
+
+def test_a_write_past_its_deadline_has_the_sink_replaced() -> None:
+    dispatch, clock = dispatcher(batch_deadline_s=30.0)
+    dispatch.submit(batch(1))
+    dispatch.runtime.hold = True
+    clock.now = 20.0
+    dispatch.collect(wait_s=0.0)  # encoded at 20 s: the write's deadline counts from here
+    clock.now = 45.0
+    assert dispatch.collect(wait_s=0.0) == [] and dispatch.sink.restarts == 0
+    clock.now = 51.0
+    dispatch.runtime.hold = False
+    [written] = run(dispatch, clock)
+    assert isinstance(written, Written) and dispatch.sink.restarts == 1

@@ -9,6 +9,7 @@ dead-letter topic with its reason and original bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -405,3 +406,73 @@ def test_fault_a_poisoned_backlog_stores_every_valid_event_and_dead_letters_each
     stats = job.refresh()
     assert stats.restarts["source"] == 0 and stats.dead_letters_given_up == 0
     assert len(mix.valid_item_ids) >= 1_000
+
+
+def test_fault_a_sink_that_cannot_start_stops_the_job_with_its_cause_and_loses_nothing(
+    stream_config, start_job, bundle, tmp_path
+) -> None:
+    """Issue 12 item 6: a sink whose constructor raised was rebuilt forever (131-244
+    generations in minutes) while the job looked healthy. Now its replacements back off, its
+    batches are re-sent uncounted, and after ``stream.max_actor_start_failures`` in a row the
+    job stops with the cause; nothing was dead-lettered, and a job started once the store is
+    fixed stores every event exactly once."""
+    config = stream_config(stream={"max_batch_size": 8, "max_actor_start_failures": 3})
+    job = start_job(config, "unbuildable")
+    first, second = two_parts(tmp_path, bundle, 6_000_000)
+    reports = [publish(config, first.payloads)]
+    wait_until(lambda: busy(job), 120, "the job to be busy")
+    # The database moves away (the sink keeps its open files) and a directory takes its
+    # place: every new sink fails in its constructor, opening the store.
+    database = config.store.sqlite.path
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    files = sorted(database.parent.glob(database.name + "*"))
+    for path in files:
+        path.rename(moved / path.name)
+    database.mkdir()
+    ray.kill(job.handles()[0]["sink"])
+    wait_until(lambda: job.fatal is not None, 180, "the job to give up on its sink")
+    assert "the sink actor failed to start 4 times in a row" in job.fatal
+    assert "database" in job.fatal.lower()  # the constructor's own error, one line
+    assert "\n" not in job.fatal
+    assert dead_letters(config) == [] or all(
+        letter.reason not in ("worker_died", "processing_failed") for letter in dead_letters(config)
+    )
+    job.stop(drain=False, timeout_s=30)
+    database.rmdir()
+    for path in files:
+        (moved / path.name).rename(path)
+    reports.append(publish(config, second.payloads))
+    start_job(config, "fixed")
+    assert_exactly_once_effect(config, joined(first, second), reports)
+
+
+def actor_pid(handle) -> int:
+    """The process id of a live actor, from Ray's actor table."""
+    from ray._private import state
+
+    return int(state.actors(handle._actor_id.hex())["Pid"])
+
+
+def test_fault_a_frozen_worker_is_replaced_at_the_batch_deadline_and_nothing_is_lost(
+    stream_config, start_job, bundle, tmp_path
+) -> None:
+    """Issue 12 item 7: a SIGSTOPped worker froze its partition's commits for the whole stop.
+    Now a batch without a result ``stream.batch_deadline_s`` after it was sent has its worker
+    replaced and is re-sent: the frozen worker is left behind, and every event is stored once
+    with the offsets at the end although it was never resumed."""
+    config = stream_config(stream={"num_workers": 1, "max_batch_size": 8, "batch_deadline_s": 5})
+    job = start_job(config, "frozen")
+    first, second = two_parts(tmp_path, bundle, 8_000_000)
+    reports = [publish(config, first.payloads)]
+    wait_until(lambda: busy(job), 120, "the job to be busy")
+    frozen = actor_pid(current_worker(job))
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        reports.append(publish(config, second.payloads))
+        assert_exactly_once_effect(config, joined(first, second), reports)
+    finally:  # replacing it killed it (SIGKILL ends a stopped process); if not, resume it
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+    stats = job.refresh()
+    assert stats.restarts["worker"] >= 1 and stats.retries >= 1

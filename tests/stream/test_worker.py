@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import http.server
 import json
 import logging
 import shutil
+import threading
 
 import numpy as np
 import pandas as pd
@@ -310,3 +312,38 @@ def test_a_worker_built_while_latest_is_damaged_serves_the_version_checked_at_st
     worker = ProxyWorker(WorkerSettings.of(config, fallback_version="v1"))
     assert worker.model_version == "v1" and worker.refused_versions == 1
     assert worker.encode(work_items([event(860_001)])).model_version == "v1"
+
+
+def test_a_batchs_images_are_fetched_concurrently(make_worker) -> None:
+    """Issue 12 item 7: a batch's images were fetched one after another, so each slow server
+    added its whole timeout to the batch. The server here answers no request until four are
+    waiting at once: fetched one by one, every fetch would time out (``http_timeout_s`` 2 s)."""
+    all_waiting = threading.Barrier(4, timeout=20)
+    payload = png_bytes(8, 8)
+
+    class TogetherHandler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            try:
+                all_waiting.wait()
+            except threading.BrokenBarrierError:
+                self.send_error(503)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TogetherHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        events = [event(840_000 + n, image_uri=f"{base}/{n}.png") for n in range(4)]
+        batch = make_worker().encode(work_items(events))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert batch.rejected == ()
+    assert sorted(row.item_id for row in batch.rows) == [840_000 + n for n in range(4)]
