@@ -236,3 +236,38 @@ def test_a_locked_store_makes_the_job_not_ready_within_seconds_and_ready_once_it
         holder.close()
     wait_until(lambda: probe(port, "/readyz")[0] == 200, 60, "/readyz 200 once a batch is written")
     assert {r.item_id for r in stored_rows(config)} == {400_001, 400_002}
+
+
+def test_run_until_stopped_stops_the_job_and_raises_why_it_had_to_stop(monkeypatch) -> None:
+    """Issue 12 item 6: the driver loop ends on the job's fatal cause (an actor that cannot
+    start), stops the job, and raises it as an IdProxyError, which ``idproxy stream`` prints
+    as one line and exit code 2. The job here is a stand-in: only the loop is under test."""
+    import threading
+
+    from idproxy_stream.config import config_from_dict
+    from idproxy_stream.errors import IdProxyError
+    from idproxy_stream.stream import pipeline
+    from idproxy_stream.stream.metrics import StreamStats
+
+    stopped = []
+
+    class JobThatMustStop:
+        def __init__(self, config, name) -> None:
+            self.fatal = None
+
+        def start(self):
+            self.fatal = "the sink actor failed to start 2 times in a row (OSError: x)"
+            return self
+
+        def snapshot(self) -> StreamStats:
+            return StreamStats()
+
+        def stop(self, drain: bool) -> StreamStats:
+            stopped.append(drain)
+            return StreamStats()
+
+    monkeypatch.setattr(pipeline, "StreamJob", JobThatMustStop)
+    config = config_from_dict({"stream": {"status_interval_s": 0.01}})
+    with pytest.raises(IdProxyError, match=r"sink actor failed to start 2 times in a row"):
+        pipeline.run_until_stopped(config, threading.Event())
+    assert stopped == [True]
