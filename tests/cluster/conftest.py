@@ -342,17 +342,7 @@ def new_ray_head(
     ``extra_env`` reaches its processes (Ray reads ``RAY_<setting>`` system settings there)."""
     # Unix socket paths live under the temp dir: keep it short (pytest's tmp paths are long).
     temp_dir = Path(tempfile.mkdtemp(prefix="idp-ray-", dir="/tmp"))
-    names = [
-        "gcs",
-        "dashboard",
-        "client",
-        "node_manager",
-        "object_manager",
-        "metrics",
-        "agent_http",
-        "agent_grpc",
-        "runtime_env",
-    ]
+    names = ["gcs", "dashboard", "client", *WORKER_NODE_PORTS]  # a head has a node's ports too
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "disabled",
