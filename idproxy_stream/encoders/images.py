@@ -264,18 +264,22 @@ def _read_http(url: str, config: ImageInputConfig) -> bytes:
                     f"max_bytes={config.max_bytes}"
                 )
             data = _read_stream(response, config.max_bytes, f"image at {_shown(url)}")
-        if deadline.expired:  # the body was cut off by the deadline, not complete
-            raise TimeoutError("deadline")
-        return data
     except ImageInputError:
         raise
     except Exception as error:
-        if not deadline.expired:
-            raise _http_error(url, error) from None
-        raise ImageFetchError(
-            f"fetching {_shown(url)} took over http_timeout_s={config.http_timeout_s:g} s "
-            "(the whole fetch: connect, redirects, headers and body)"
+        raise (
+            _deadline_error(url, config) if deadline.expired else _http_error(url, error)
         ) from None
+    if deadline.expired:  # the deadline cut the body short: what was read is not the image
+        raise _deadline_error(url, config)
+    return data
+
+
+def _deadline_error(url: str, config: ImageInputConfig) -> ImageFetchError:
+    return ImageFetchError(
+        f"fetching {_shown(url)} took over http_timeout_s={config.http_timeout_s:g} s "
+        "(the whole fetch: connect, redirects, headers and body)"
+    )
 
 
 def _http_error(url: str, error: Exception) -> Exception:

@@ -69,6 +69,9 @@ from idproxy_stream.stream.offsets import Ticket
 
 logger = logging.getLogger(__name__)
 
+Role = tuple[str, int]  # ("worker", index) or SINK: whose failures to start are counted
+SINK: Role = ("sink", 0)
+
 __all__ = [
     "ActorDispatcher",
     "ActorsCannotStart",
@@ -317,8 +320,8 @@ class ActorDispatcher:
         # Worker index -> generation of its replacement, until a batch that replacement
         # encoded is written (a batch encoded before the death proves nothing).
         self._replacements_unproven: dict[int, int] = {}
-        # Role key ("worker 0", "sink") -> its actors' failures to start in a row.
-        self._start_failures: dict[str, int] = {}
+        # Role (("worker", index) or SINK) -> its actors' failures to start in a row.
+        self._start_failures: dict[Role, int] = {}
 
     # --------------------------------------------------------------------- sending
 
@@ -405,16 +408,23 @@ class ActorDispatcher:
             )
             if flight.stage == "encode":
                 self.load[flight.worker_index] -= 1
-                if self.workers[flight.worker_index].replace(flight.worker_generation):
-                    self._replacements_unproven[flight.worker_index] = self.workers[
-                        flight.worker_index
-                    ].generation
-                    self._stalled("worker_replaced")
-                self._failed(flight.batch, Failure.WORKER_DIED, error, finished)
+                self._worker_died(flight, error, finished)
             else:
-                if self.sink.replace(flight.sink_generation):
-                    self._stalled("sink_replaced")
-                self._failed(flight.batch, Failure.SINK_DIED, error, finished)
+                self._sink_died(flight, error, finished)
+
+    def _worker_died(self, flight: _Flight, error: Exception, finished: list) -> None:
+        """The flight's worker is gone (or given up on): replace it once, re-send the batch."""
+        slot = self.workers[flight.worker_index]
+        if slot.replace(flight.worker_generation):
+            self._replacements_unproven[flight.worker_index] = slot.generation
+            self._stalled("worker_replaced")
+        self._failed(flight.batch, Failure.WORKER_DIED, error, finished)
+
+    def _sink_died(self, flight: _Flight, error: Exception, finished: list) -> None:
+        """The flight's sink is gone (or given up on): replace it once, re-send the batch."""
+        if self.sink.replace(flight.sink_generation):
+            self._stalled("sink_replaced")
+        self._failed(flight.batch, Failure.SINK_DIED, error, finished)
 
     def _encoded(self, ref: Any, flight: _Flight, finished: list) -> None:
         self.load[flight.worker_index] -= 1
@@ -422,15 +432,11 @@ class ActorDispatcher:
             self.runtime.get(ref)
         except ActorInitFailed as error:
             slot = self.workers[flight.worker_index]
-            key = f"worker {flight.worker_index}"
-            self._cannot_start(slot, flight.worker_generation, key, flight.batch, error)
+            role = ("worker", flight.worker_index)
+            self._cannot_start(slot, flight.worker_generation, role, flight.batch, error)
             return
         except ActorDied as error:
-            slot = self.workers[flight.worker_index]
-            if slot.replace(flight.worker_generation):
-                self._replacements_unproven[flight.worker_index] = slot.generation
-                self._stalled("worker_replaced")
-            self._failed(flight.batch, Failure.WORKER_DIED, error, finished)
+            self._worker_died(flight, error, finished)
             return
         except TaskRaised as error:
             self._failed(flight.batch, Failure.WORKER_RAISED, error, finished)
@@ -438,7 +444,7 @@ class ActorDispatcher:
         except ResultLost as error:
             self._failed(flight.batch, Failure.RESULT_LOST, error, finished)
             return
-        self._start_failures.pop(f"worker {flight.worker_index}", None)  # it ran a call
+        self._start_failures.pop(("worker", flight.worker_index), None)  # it ran a call
         flight.stage = "write"
         flight.sink_generation = self.sink.generation
         flight.sent_at = self.clock()  # the write's own deadline
@@ -448,42 +454,42 @@ class ActorDispatcher:
         try:
             outcome: BatchOutcome = self.runtime.get(ref)
         except ActorInitFailed as error:
-            self._cannot_start(self.sink, flight.sink_generation, "sink", flight.batch, error)
+            self._cannot_start(self.sink, flight.sink_generation, SINK, flight.batch, error)
             return
         except ActorDied as error:
-            if self.sink.replace(flight.sink_generation):
-                self._stalled("sink_replaced")
-            self._failed(flight.batch, Failure.SINK_DIED, error, finished)
+            self._sink_died(flight, error, finished)
             return
         except (TaskRaised, ResultLost) as error:
             self.sink_errors += 1
             self._stalled("sink_failing")
             self._failed(flight.batch, Failure.SINK_RAISED, error, finished)
             return
-        self._start_failures.pop("sink", None)
+        self._start_failures.pop(SINK, None)
         self._cleared_by(flight)
         finished.append(Written(flight.batch, outcome))
 
     def _cannot_start(
-        self, slot: Slot, generation: int, key: str, batch: Batch, error: Exception
+        self, slot: Slot, generation: int, role: Role, batch: Batch, error: Exception
     ) -> None:
-        """The actor in ``slot`` never started: replace it (once per generation), re-send
-        ``batch`` uncounted after a back-off, or raise :class:`ActorsCannotStart` past the
-        limit."""
+        """The actor in ``slot`` (``role``: ``("worker", index)`` or :data:`SINK`) never
+        started: replace it (once per generation), re-send ``batch`` uncounted after a
+        back-off, or raise :class:`ActorsCannotStart` past the limit."""
+        kind = role[0]
         if slot.replace(generation):
-            failures = self._start_failures.get(key, 0) + 1
-            self._start_failures[key] = failures
-            self._stalled(f"{key.split()[0]}_cannot_start")
+            failures = self._start_failures.get(role, 0) + 1
+            self._start_failures[role] = failures
+            self._stalled(f"{kind}_cannot_start")
             if failures > self.policy.max_actor_start_failures:
                 raise ActorsCannotStart(
-                    f"the {key.split()[0]} actor failed to start {failures} times in a row "
+                    f"the {kind} actor failed to start {failures} times in a row "
                     f"({constructor_error(str(error))}): fix what its constructor needs, then "
                     "start the job again"
                 )
-        delay = self.policy.start_backoff.delay(self._start_failures.get(key, 1), self.rng)
+        delay = self.policy.start_backoff.delay(self._start_failures.get(role, 1), self.rng)
         logger.warning(
-            "the %s actor could not start (%s): re-sending a batch of %d in %.1f s",
-            key,
+            "the %s %d actor could not start (%s): re-sending a batch of %d in %.1f s",
+            kind,
+            role[1],
             constructor_error(str(error)),
             len(batch.items),
             delay,

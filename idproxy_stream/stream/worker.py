@@ -270,11 +270,8 @@ class ProxyWorker:
         )
         prepared = self._prepare(items, mature)
         for item, is_mature, outcome in zip(items, mature, prepared, strict=True):
-            try:
-                if isinstance(outcome, Exception):
-                    raise outcome
-                content, refusal = (None, None) if is_mature else outcome
-            except Exception as error:  # one event's failure is that event's dead letter
+            if isinstance(outcome, Exception):  # one event's failure is its dead letter
+                error = outcome
                 logger.warning("item %d: preparing its input failed: %r", item.event.item_id, error)
                 rejected.append(
                     self._rejection(
@@ -295,6 +292,7 @@ class ProxyWorker:
                     )
                 )
                 continue
+            content, refusal = outcome
             if refusal is not None:
                 rejected.append(refusal)
             else:
