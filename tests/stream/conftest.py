@@ -172,6 +172,15 @@ class Mix:
         return {k for k, r in zip(self.keys, self.expected_reason, strict=True) if r is None}
 
 
+def joined(*mixes: Mix) -> Mix:
+    """One mix: the records of ``mixes`` in order."""
+    return Mix(
+        [p for m in mixes for p in m.payloads],
+        [k for m in mixes for k in m.keys],
+        [r for m in mixes for r in m.expected_reason],
+    )
+
+
 def bad_records(mix: Mix, image_root: Path, bundle: Bundle, base_id: int) -> None:
     """One of every bad input, plus a duplicate and an event with a good image of each kind."""
     image_root.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from tests.stream.conftest import (
     bad_records,
     dead_letters,
     event,
+    joined,
     offsets_committed_to_end,
     publish,
     stored_item_ids,
@@ -52,14 +53,6 @@ def two_parts(tmp_path: Path, bundle, first_id: int, valid_first: int = 200) -> 
     first.add_valid(range(first_id + valid_first // 2, first_id + valid_first))
     second.add_valid(range(first_id + 10_000, first_id + 10_060))
     return first, second
-
-
-def joined(*mixes: Mix) -> Mix:
-    return Mix(
-        [p for m in mixes for p in m.payloads],
-        [k for m in mixes for k in m.keys],
-        [r for m in mixes for r in m.expected_reason],
-    )
 
 
 def busy(job, min_rows: int = 16, min_in_flight: int = 40):

@@ -30,6 +30,7 @@ from tests.cluster.conftest import RayHead, RayWorkerNode, new_ray_head
 from tests.stream.conftest import (
     Mix,
     assert_exactly_once_effect,
+    joined,
     publish,
     stored_rows,
     wait_until,
@@ -143,9 +144,10 @@ def test_fault_the_worker_node_dies_mid_stream_and_a_new_one_takes_its_workers(
             "worker_resources": {"encoder_node": 0.01},
         },
     )
-    mix = Mix()
-    mix.add_valid(range(20_000_000, 20_000_300))
-    reports = [publish(config, mix.payloads)]
+    before, during = Mix(), Mix()
+    before.add_valid(range(20_000_000, 20_000_100))
+    during.add_valid(range(20_000_100, 20_000_300))  # published while the node is gone
+    reports = [publish(config, before.payloads)]
     raw = config.model_dump(mode="json")
     raw["ray"]["address"] = head.gcs_address
     path = tmp_path / "two-nodes.yaml"
@@ -161,13 +163,16 @@ def test_fault_the_worker_node_dies_mid_stream_and_a_new_one_takes_its_workers(
         wait_for_workers_on(head, first_node_id)
         os.kill(first_node.raylet_pid(), signal.SIGKILL)
         wait_until(lambda: first_node_id in encoder_node_ids(head, "DEAD"), 60, "the node's death")
-        # Meanwhile no node has the workers' resource: the job says what happened.
+        # Events keep coming while no node has the workers' resource (the first part may be
+        # written already: the workers' deaths show at the next batch sent to them).
+        reports.append(publish(config, during.payloads))
         wait_for_readyz(port, 503, "worker actor was replaced", 60)
         assert metric(port, 'idproxy_stream_actor_restarts_total{role="worker"}') >= 1
-        assert len(stored_rows(config)) < len(mix.payloads), "it finished before the kill"
+        everything = joined(before, during)
+        assert len(stored_rows(config)) < len(everything.payloads), "written without workers"
 
         second_node = add_worker_node()
-        assert_exactly_once_effect(config, mix, reports, timeout_s=240)
+        assert_exactly_once_effect(config, everything, reports, timeout_s=240)
         (second_node_id,) = encoder_node_ids(head, "ALIVE")
         assert second_node_id != first_node_id and second_node.raylet_pid()
         wait_for_workers_on(head, second_node_id)
