@@ -557,6 +557,14 @@ class Stage2Config(FrozenModel):
             raise ValueError(f"every ridge weight must lie in [0, 1], got {list(weights)}")
         return weights
 
+    weight_average_decay: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="keep an exponential moving average of the adaptor's and gate's weights "
+        "(this decay per optimiser step) and select, guard and serve the averaged weights; "
+        "0 = the raw weights",
+    )
     patience: int = Field(2, ge=1)
     seed: int = 0
 

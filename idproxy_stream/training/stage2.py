@@ -11,7 +11,8 @@ at all (features are cached).
 Model selection: after each epoch, AUC on samples of *held-out items* (mature items that Stage 2
 never trains on), with their candidate embedding replaced by the proxy; the best epoch's weights
 are kept. Selecting on held-out items, not held-out samples of training items, is what measures
-generalisation to new items.
+generalisation to new items. With ``weight_average_decay > 0`` an exponential moving average of
+the trainable weights is what is scored, kept and served (the raw weights keep training).
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ def train_stage2(
     initial_state = copy.deepcopy(model.state_dict())
     best_state = initial_state
     best_scores = coarse_scores
+    averaged = (
+        WeightAverage(trainable, config.weight_average_decay)
+        if config.weight_average_decay > 0
+        else None
+    )
     try:
         for epoch in range(1, config.epochs + 1):
             model.train()
@@ -143,6 +149,10 @@ def train_stage2(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if averaged is not None:
+                    averaged.update(trainable)
+            if averaged is not None:
+                averaged.swap_into(trainable)
             scores = selection_auc(model, ranker, features, validation)
             auc = scores["selection"]
             result.valid_auc.append(auc)
@@ -152,7 +162,9 @@ def train_stage2(
             if auc > best_auc:
                 best_auc, result.best_epoch, best_scores = auc, epoch, scores
                 best_state = copy.deepcopy(model.state_dict())
-            elif epoch - result.best_epoch >= config.patience:
+            if averaged is not None:
+                averaged.swap_into(trainable)
+            if epoch - result.best_epoch >= config.patience:
                 break
     finally:
         for parameter, flag in zip(ranker_parameters, requires_grad, strict=True):
@@ -179,6 +191,30 @@ def train_stage2(
             result.metrics[f"{name}_valid_auc"] = best_scores[name]
             result.metrics[f"{name}_stage1_valid_auc"] = coarse_scores[name]
     return result
+
+
+class WeightAverage:
+    """An exponential moving average of parameters: ``avg <- decay * avg + (1 - decay) * w``.
+
+    ``swap_into`` exchanges the averaged and the live values in place (call it twice to undo),
+    so the model can be scored and copied with its averaged weights between training epochs.
+    """
+
+    def __init__(self, parameters: list[torch.nn.Parameter], decay: float) -> None:
+        self.decay = decay
+        self.values = [parameter.detach().clone() for parameter in parameters]
+
+    @torch.no_grad()
+    def update(self, parameters: list[torch.nn.Parameter]) -> None:
+        for average, parameter in zip(self.values, parameters, strict=True):
+            average.lerp_(parameter.detach(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def swap_into(self, parameters: list[torch.nn.Parameter]) -> None:
+        for average, parameter in zip(self.values, parameters, strict=True):
+            live = parameter.detach().clone()
+            parameter.copy_(average)
+            average.copy_(live)
 
 
 def _rounded(scores: dict[str, float]) -> dict[str, float]:

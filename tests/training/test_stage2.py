@@ -8,6 +8,7 @@ from idproxy_stream.config import Stage1Config, Stage2Config
 from idproxy_stream.ranker.inputs import RankerInputs
 from idproxy_stream.training.item_features import RowFeatures
 from idproxy_stream.training.pipeline import train_idproxy
+from idproxy_stream.training.stage2 import WeightAverage
 
 STAGE1 = Stage1Config(
     epochs=20, batch_size=64, learning_rate=3e-3, hidden_dim=32, holdout_fraction=0.2
@@ -63,3 +64,34 @@ def test_stage2_improves_held_out_item_auc_over_stage1(
     rows = torch.arange(1, features.global_embedding.shape[0])
     inputs = features.global_embedding[rows], features.cluster_states[rows]
     assert not torch.equal(training.model.predict(*inputs), training.stage1_model.predict(*inputs))
+
+
+def test_weight_average_is_a_moving_average_and_swapping_twice_restores_the_live_weights():
+    weight = torch.nn.Parameter(torch.zeros(3))
+    average = WeightAverage([weight], decay=0.75)
+    with torch.no_grad():
+        weight.fill_(4.0)
+    average.update([weight])  # 0.75 * 0 + 0.25 * 4
+    average.update([weight])  # 0.75 * 1 + 0.25 * 4
+    average.swap_into([weight])
+    assert torch.allclose(weight, torch.full((3,), 1.75))
+    average.swap_into([weight])
+    assert torch.equal(weight, torch.full((3,), 4.0))
+
+
+def test_stage2_scores_and_serves_the_averaged_weights(
+    tiny_ranker, encoded_parts, planted_features
+):
+    """An average that cannot leave its start (decay ~1) keeps the coarse proxy: the guard sees
+    no gain, so nothing but the averaged weights can have been scored and served; a usable decay
+    still learns."""
+    features, mature, samples, rare = training_inputs(tiny_ranker, encoded_parts, planted_features)
+    frozen = STAGE2.model_copy(update={"weight_average_decay": 1.0 - 1e-12})
+    training = train_idproxy(tiny_ranker, features, mature, samples, rare, STAGE1, frozen)
+    assert training.metrics["stage2_served"] == 0.0
+    rows = torch.arange(1, features.global_embedding.shape[0])
+    inputs = features.global_embedding[rows], features.cluster_states[rows]
+    assert torch.equal(training.model.predict(*inputs), training.stage1_model.predict(*inputs))
+    averaged = STAGE2.model_copy(update={"weight_average_decay": 0.5})
+    training = train_idproxy(tiny_ranker, features, mature, samples, rare, STAGE1, averaged)
+    assert training.metrics["stage2_best_valid_auc"] > training.metrics["stage2_stage1_valid_auc"]
